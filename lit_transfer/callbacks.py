@@ -1,0 +1,147 @@
+"""Callbacks: ``FreezeFeatures`` (stage two's frozen backbone) and ``StageReport`` (the per-stage results)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint, Timer
+from lightning.pytorch.utilities import rank_zero_only
+from torch.optim import Optimizer
+
+
+class FreezeFeatures(BaseFinetuning):
+    """Freeze ``pl_module.backbone`` before training; optionally unfreeze it at a given epoch.
+
+    Frozen means ``requires_grad=False`` only: the backbone's dropout stays active while training, as in Keras.
+    """
+
+    def __init__(self, unfreeze_at_epoch: int | None = None, backbone_lr_factor: float = 0.1) -> None:
+        """
+        Args:
+            unfreeze_at_epoch: Epoch at which the backbone joins training (gradual unfreezing, as in
+                Lightning's fine-tuning example); ``None`` keeps it frozen throughout.
+            backbone_lr_factor: The backbone's learning rate relative to the head's once unfrozen.
+        """
+        super().__init__()
+        if backbone_lr_factor <= 0:
+            raise ValueError(f"backbone_lr_factor must be positive, got {backbone_lr_factor}")
+        self.unfreeze_at_epoch, self.backbone_lr_factor = unfreeze_at_epoch, backbone_lr_factor
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        self.freeze(pl_module.backbone, train_bn=False)
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        if epoch == self.unfreeze_at_epoch:
+            self.unfreeze_and_add_param_group(
+                pl_module.backbone, optimizer, initial_denom_lr=1 / self.backbone_lr_factor, train_bn=True
+            )
+
+
+def count_params(module: L.LightningModule) -> dict[str, int]:
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return {"total_params": trainable + frozen, "trainable_params": trainable, "frozen_params": frozen}
+
+
+class StageReport(L.Callback):
+    """Per stage: training time (from Lightning's ``Timer``), images/s, test metrics per real digit, params.
+
+    Prints them like the notebook and writes ``results.json`` into the run directory (global rank 0 only).
+    """
+
+    def __init__(self) -> None:
+        self.train_images = 0  # images trained on, across resumes (part of this callback's checkpoint state)
+        self.fit: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_images": self.train_images}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_images = state_dict["train_images"]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx) -> None:
+        self.train_images += batch[1].shape[0] * trainer.world_size  # a shape: no device sync
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        seconds = timer.time_elapsed("train") if timer else None
+        self.fit = {
+            "epochs": trainer.current_epoch,
+            "train_time_s": seconds,
+            "train_images": self.train_images,
+            "images_per_s": self.train_images / seconds if seconds else None,
+            **count_params(pl_module),
+        }
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        summary = getattr(pl_module, "test_summary", None)
+        if summary is None or trainer.sanity_checking:
+            return
+        self.write(trainer, pl_module, summary)
+
+    @rank_zero_only
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any]) -> None:
+        datamodule = trainer.datamodule
+        digits = list(getattr(datamodule, "digits", range(len(summary["per_class_acc"]))))
+        frozen_stage = any(isinstance(cb, FreezeFeatures) for cb in trainer.callbacks)
+        checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
+        last = next((cb.last_model_path for cb in checkpoints if cb.last_model_path), None)
+        best = next((cb.best_model_path for cb in checkpoints if cb.monitor and cb.best_model_path), None)
+        fit = self.fit or {}
+        results = {
+            "stage": "finetune" if frozen_stage else "pretrain",
+            "dataset": getattr(datamodule, "dataset", None),
+            "digits": digits,
+            "epochs": fit.get("epochs"),
+            "train_time_s": fit.get("train_time_s"),
+            "train_images": fit.get("train_images"),
+            "images_per_s": fit.get("images_per_s"),
+            "test_loss": summary["test_loss"],
+            "test_acc": summary["test_acc"],
+            "test_images": summary["test_images"],
+            "per_digit_acc": {str(d): a for d, a in zip(digits, summary["per_class_acc"])},
+            "confusion": summary["confusion"],
+            **count_params(pl_module),
+            "checkpoint": last,
+            "best_checkpoint": best,
+            "device": str(trainer.strategy.root_device),
+            "world_size": trainer.world_size,
+            "precision": str(trainer.precision),
+        }
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "results.json"
+        if path.exists():  # a second test in the same run (e.g. `trainer.test` called twice): keep both
+            path = run_dir / f"results-{len(list(run_dir.glob('results*.json')))}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, path)
+        print(format_report(results, path))
+
+
+def format_report(r: dict[str, Any], path: Path) -> str:
+    digits = "".join(str(d) for d in r["digits"])
+    lines = [f"\n== {r['stage']} on digits {digits} ({r['dataset']}) =="]
+    if r["train_time_s"] is not None:
+        lines.append(
+            f"training: {r['epochs']} epochs, {r['train_time_s']:.1f} s, {r['images_per_s']:,.0f} images/s"
+        )
+    lines.append(f"test loss: {r['test_loss']:.4f}   test accuracy: {100 * r['test_acc']:.2f}%")
+    lines.append("per digit: " + "  ".join(f"{d}: {100 * a:.2f}%" for d, a in r["per_digit_acc"].items()))
+    lines.append(
+        f"parameters: {r['total_params']:,} total, {r['trainable_params']:,} trainable, "
+        f"{r['frozen_params']:,} non-trainable"
+    )
+    lines.append(f"results: {path}")
+    if r["checkpoint"]:
+        lines.append(f"checkpoint for the next stage: {r['checkpoint']}")
+        if r["stage"] == "pretrain":
+            config = "reverse_finetune" if set(r["digits"]) == {0, 1, 2, 3, 4} else "finetune"
+            lines.append(
+                f"next: python -m lit_transfer fit --config configs/{config}.yaml --ckpt_path {r['checkpoint']}"
+            )
+    return "\n".join(lines)

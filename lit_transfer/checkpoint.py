@@ -1,0 +1,84 @@
+"""Our checkpoints: written atomically, read only with PyTorch's weights-only unpickler, and recognisable.
+
+Every checkpoint this package writes carries ``checkpoint[MARKER]``: which dataset and digits it was trained on
+and whether its backbone was frozen. That tells the command line whether a ``--ckpt_path`` continues the same
+stage (resume) or starts the next one (transfer).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lit_transfer.errors import UserError
+
+MARKER = "lit_transfer"
+FORMAT = 1
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: tensors and plain values only, so a file cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: pass the path of a .ckpt file (see the run's output)")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"refused to load {path}: it holds objects other than tensors and plain values ({first_line}); "
+            "only checkpoints written by lit_transfer can be loaded"
+        ) from None
+    except Exception as err:  # truncated zip, not a torch file at all, ...
+        raise UserError(
+            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}): "
+            "pass a .ckpt file written by lit_transfer"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{path} is not a lit_transfer checkpoint: pass a .ckpt file written by lit_transfer")
+    return checkpoint
+
+
+def require_ours(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """Return the checkpoint's ``MARKER`` entry, or fail with a clear error for foreign files."""
+    meta = checkpoint.get(MARKER)
+    if not isinstance(meta, dict) or "state_dict" not in checkpoint:
+        raise UserError(
+            f"{path} is not a lit_transfer checkpoint (no '{MARKER}' entry): "
+            "pass a .ckpt file from a lit_transfer run's checkpoints/ folder"
+        )
+    if meta.get("format", 0) > FORMAT:
+        raise UserError(f"{path} was written by a newer lit_transfer (format {meta['format']}): upgrade")
+    return meta
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes ``<file>.tmp``, fsyncs it, then renames it over ``<file>``: a crash leaves the old file intact.
+
+    Lightning's own writer goes through fsspec, whose local "transaction" writes to the system temp dir and moves
+    the file (a copy, not an atomic rename, when /tmp is another filesystem). Loading goes through
+    :func:`load_checkpoint`, so resuming is weights-only too.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        checkpoint = load_checkpoint(path, map_location=map_location or "cpu")
+        require_ours(checkpoint, path)
+        return checkpoint

@@ -1,0 +1,185 @@
+"""The DataModule: an MNIST-style dataset filtered to chosen digits, labels remapped to 0..k-1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchvision import datasets
+
+from lit_transfer.errors import UserError
+from lit_transfer.loader import EpochSampler, TensorBatches
+
+DATASETS = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}
+# (file stem, IDX magic number, number of dimensions) of the four files torchvision's MNIST-style classes read
+IDX_FILES = {
+    "train": (("train-images-idx3-ubyte", 0x803, 3), ("train-labels-idx1-ubyte", 0x801, 1)),
+    "test": (("t10k-images-idx3-ubyte", 0x803, 3), ("t10k-labels-idx1-ubyte", 0x801, 1)),
+}
+
+
+def check_digits(digits: list[int]) -> None:
+    if not digits:
+        raise UserError("--data.digits is empty: give at least one digit, e.g. --data.digits '[5,6,7,8,9]'")
+    bad = [d for d in digits if not 0 <= d <= 9]
+    if bad:
+        raise UserError(f"--data.digits has {bad} outside 0-9: use digits from 0 to 9, e.g. '[0,1,2,3,4]'")
+    repeated = sorted({d for d in digits if digits.count(d) > 1})
+    if repeated:
+        raise UserError(f"--data.digits repeats {repeated}: list each digit once, e.g. '[0,1,2,3,4]'")
+
+
+def check_idx_file(path: Path, magic: int, ndim: int) -> int:
+    """Check an IDX file's header against its size; return its item count. torchvision only asserts."""
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim or int.from_bytes(header[:4], "big") != magic:
+        raise UserError(
+            f"{path} is not an IDX file of the expected kind (magic number {magic:#x}): "
+            "replace it with the original uncompressed file"
+        )
+    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = len(header) + int(torch.tensor(dims).prod())
+    if (actual := path.stat().st_size) != expected:
+        raise UserError(
+            f"{path} holds {actual} bytes but its header promises {expected} (truncated or damaged): "
+            "replace it with the original uncompressed file"
+        )
+    return dims[0]
+
+
+class DigitsDataModule(L.LightningDataModule):
+    """MNIST-style digits filtered to ``digits``; label ``i`` is the real digit ``digits[i]``.
+
+    Each split is read once into uint8 tensors (torchvision's ``.data``/``.targets``) and moved to the training
+    device; batches are drawn by index, images are normalised on the device by the model.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data/",
+        digits: list[int] = [5, 6, 7, 8, 9],  # noqa: B006 (jsonargparse shows list defaults; never mutated)
+        dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist",
+        download: bool = True,
+        batch_size: int = 128,
+        val_size: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            data_dir: Root in torchvision's layout: the files are read from ``<data_dir>/MNIST/raw/``
+                (``FashionMNIST``, ``KMNIST`` for the other datasets).
+            digits: The classes to keep, in label order: label ``i`` is digit ``digits[i]``.
+            dataset: Which torchvision dataset class reads the files.
+            download: Download the files into ``data_dir`` when they are missing.
+            batch_size: Images per batch and per device (128 in the notebook).
+            val_size: Fraction of the chosen digits' training images held out for validation (0 disables
+                validation). The test split is only used for the final test metrics.
+            seed: Seed of the validation split and of the per-epoch shuffling.
+        """
+        super().__init__()
+        check_digits(digits)
+        if not 0 <= val_size < 1:
+            raise UserError(f"--data.val_size is {val_size}: give a fraction in [0, 1), e.g. 0.1")
+        if batch_size < 1:
+            raise UserError(f"--data.batch_size is {batch_size}: give a positive number, e.g. 128")
+        self.save_hyperparameters()
+        self.data_dir, self.digits, self.dataset = data_dir, list(digits), dataset
+        self.download, self.batch_size, self.val_size, self.seed = download, batch_size, val_size, seed
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.digits)
+
+    @property
+    def raw_folder(self) -> Path:
+        return Path(self.data_dir) / DATASETS[self.dataset].__name__ / "raw"
+
+    def _files_present(self) -> bool:
+        return all((self.raw_folder / stem).is_file() for files in IDX_FILES.values() for stem, _, _ in files)
+
+    def prepare_data(self) -> None:
+        """Download if asked and needed; otherwise fail early with where we looked and how to lay files out."""
+        if self._files_present():
+            return
+        if self.download:
+            try:
+                for train in (True, False):
+                    DATASETS[self.dataset](self.data_dir, train=train, download=True)
+                return
+            except Exception as err:  # no network, proxy, disk full: all end the same way for the user
+                reason = f"download failed ({type(err).__name__}: {err})"
+        else:
+            reason = "--data.download is false"
+        stems = ", ".join(stem for files in IDX_FILES.values() for stem, _, _ in files)
+        hint = ""
+        if (Path(self.data_dir) / "train-images-idx3-ubyte").is_file():
+            hint = f" (the files are directly in {self.data_dir}: pass its grandparent as --data.data_dir)"
+        raise UserError(
+            f"{self.dataset} not found in {self.raw_folder}/ and {reason}{hint}: put the four uncompressed IDX "
+            f"files ({stems}) there, or point --data.data_dir at the folder that holds "
+            f"{DATASETS[self.dataset].__name__}/raw/"
+        )
+
+    def _read(self, split: str) -> tuple[Tensor, Tensor]:
+        self.prepare_data()  # a clear error also when setup() is called without prepare_data()
+        (images_file, *images_spec), (labels_file, *labels_spec) = IDX_FILES[split]
+        n_images = check_idx_file(self.raw_folder / images_file, *images_spec)
+        n_labels = check_idx_file(self.raw_folder / labels_file, *labels_spec)
+        if n_images != n_labels:
+            raise UserError(
+                f"{self.raw_folder / images_file} holds {n_images} images but {labels_file} holds "
+                f"{n_labels} labels: the files come from different sets; replace them with matching originals"
+            )
+        ds = DATASETS[self.dataset](self.data_dir, train=split == "train", download=False)
+        images, labels = ds.data, ds.targets
+        if (bad := labels.ge(10).sum().item()) or labels.lt(0).any():
+            raise UserError(f"{self.raw_folder / labels_file} has {bad} labels outside 0-9: replace the file")
+        # Keep the chosen digits and remap to 0..k-1 in the order given (lookup table: digit -> label).
+        lookup = torch.full((10,), -1, dtype=torch.long)
+        lookup[self.digits] = torch.arange(len(self.digits))
+        keep = lookup[labels] >= 0
+        if not keep.any():
+            raise UserError(f"no image of digits {self.digits} in {self.raw_folder / labels_file}")
+        return images[keep].contiguous(), lookup[labels[keep]]
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if stage in ("fit", "validate") and "train" not in self.splits:
+            images, labels = self._read("train")
+            # Fixed split, independent of the training seed, so every stage and rank holds out the same images.
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+            n_val = int(round(self.val_size * len(labels)))
+            val, train = order[:n_val].sort().values, order[n_val:].sort().values
+            self.splits["train"] = (images[train].to(device), labels[train].to(device))
+            if n_val:
+                self.splits["val"] = (images[val].to(device), labels[val].to(device))
+        if stage in ("test", "predict") and "test" not in self.splits:
+            images, labels = self._read("test")
+            self.splits["test"] = (images.to(device), labels.to(device))
+
+    def _batches(self, split: str, shuffle: bool) -> TensorBatches:
+        images, labels = self.splits[split]
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = EpochSampler(len(labels), self.batch_size, shuffle, self.seed, rank, world)
+        return TensorBatches(images, labels, sampler)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches | list:
+        return self._batches("val", shuffle=False) if "val" in self.splits else []
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", shuffle=False)
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._batches("test", shuffle=False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dataset={self.dataset!r}, digits={self.digits})"
+

@@ -1,0 +1,58 @@
+"""The notebook's CNN as plain ``nn.Module``s: a convolutional backbone and a dense head.
+
+Layer for layer the Keras model of ``mnist_transfer_cnn.py``:
+features Conv(1->32, 3x3, valid) -> ReLU -> Conv(32->32, 3x3) -> ReLU -> MaxPool 2x2 -> Dropout 0.25 -> Flatten,
+classifier Linear(4608->128) -> ReLU -> Dropout 0.5 -> Linear(128->k).
+"""
+
+from torch import Tensor, nn
+
+FEATURE_SHAPE = (32, 12, 12)  # 28 -> 26 -> 24 after two valid 3x3 convs, -> 12 after 2x2 pooling
+FEATURE_DIM = 32 * 12 * 12  # 4608, the flattened feature vector the head reads
+
+# Backbone layers up to (not including) its dropout: their output is what a frozen backbone can cache.
+# The dropout and flatten after it are applied on the fly, so a cached run keeps the notebook's semantics.
+DETERMINISTIC_PREFIX = 5
+
+
+class Backbone(nn.Sequential):
+    """The convolutional "feature" layers (9,568 parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Conv2d(1, 32, kernel_size=3),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, kernel_size=3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(0.25),
+            nn.Flatten(),
+        )
+
+    def pooled(self, x: Tensor) -> Tensor:
+        """Output of the deterministic layers (conv, ReLU, pooling): shape ``(N, 32, 12, 12)``."""
+        for layer in self[:DETERMINISTIC_PREFIX]:
+            x = layer(x)
+        return x
+
+    def from_pooled(self, pooled: Tensor) -> Tensor:
+        """The remaining layers (dropout, flatten) applied to :meth:`pooled`'s output."""
+        for layer in self[DETERMINISTIC_PREFIX:]:
+            pooled = layer(pooled)
+        return pooled
+
+
+class Head(nn.Sequential):
+    """The dense "classification" layers (590,597 parameters for 5 classes)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(
+            nn.Linear(FEATURE_DIM, 128),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(128, num_classes),
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return self[-1].out_features

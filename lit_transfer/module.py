@@ -1,0 +1,204 @@
+"""The LightningModule: backbone + head, the loss, the metrics, transfer from a checkpoint, feature caching."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from lit_transfer.checkpoint import FORMAT, MARKER, load_checkpoint, require_ours
+from lit_transfer.errors import UserError
+from lit_transfer.loader import TensorBatches
+from lit_transfer.model import Backbone, Head
+
+CACHE_CHUNK = 2048  # images per forward pass when caching frozen features (~300 MB of conv activations)
+
+
+def keras_adadelta(params: Iterable) -> torch.optim.Optimizer:
+    """Adadelta with the original Keras values (lr=1.0, rho=0.95, eps=1e-7); torch's defaults differ."""
+    return torch.optim.Adadelta(params, lr=1.0, rho=0.95, eps=1e-7)
+
+
+class TransferModule(L.LightningModule):
+    """The notebook's CNN: ``backbone`` (conv features) and ``head`` (dense classifier)."""
+
+    def __init__(
+        self,
+        num_classes: int = 5,
+        optimizer: OptimizerCallable = keras_adadelta,
+        init_from: str | None = None,
+        cache_features: bool = True,
+    ) -> None:
+        """
+        Args:
+            num_classes: Outputs of the head; linked from ``data.digits`` by the command line.
+            optimizer: Built in ``configure_optimizers`` from the trainable parameters only.
+            init_from: A lit_transfer checkpoint to start from (transfer, not resume): its backbone is copied,
+                and its head too when it has ``num_classes`` outputs. ``fit --ckpt_path`` of another stage's
+                checkpoint does the same.
+            cache_features: While the backbone is frozen, compute its deterministic part once per dataset and
+                train the head on the cached output (dropout still applied on the fly); same result, less work.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer = optimizer
+        self.init_from, self.cache_features = init_from, cache_features
+        self.backbone = Backbone()
+        self.head = Head(num_classes)
+        # torchmetrics needs two classes at least; a single-digit run still gets correct (trivial) metrics.
+        n = max(num_classes, 2)
+        metric = dict(num_classes=n, average="micro", validate_args=False)  # no host sync per step
+        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(3))
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.test_confusion = MulticlassConfusionMatrix(n, validate_args=False)
+        self.test_summary: dict | None = None
+        self._images: Tensor | None = None  # the train loader's images while it serves cached features
+
+    # --- computation -------------------------------------------------------------------------------
+    @staticmethod
+    def normalize(images: Tensor) -> Tensor:
+        """uint8 ``(N, 28, 28)`` -> float ``(N, 1, 28, 28)`` in [0, 1], on whatever device the batch is on."""
+        return images.unsqueeze(1).float().div_(255)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.backbone(self.normalize(images)))
+
+    def _logits(self, inputs: Tensor) -> Tensor:
+        # Batches are images (N, 28, 28), or cached pooled features (N, 32, 12, 12) while the backbone is frozen.
+        if inputs.dim() == 4:
+            return self.head(self.backbone.from_pooled(inputs))
+        return self(inputs)
+
+    def _step(self, batch: tuple[Tensor, Tensor], acc: MulticlassAccuracy, mean_loss: MeanMetric) -> Tensor:
+        inputs, labels = batch
+        logits = self._logits(inputs)
+        loss = F.cross_entropy(logits, labels)
+        acc.update(logits.argmax(1), labels)
+        mean_loss.update(loss.detach(), weight=labels.shape[0])  # a per-image mean, like Keras' evaluate()
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, self.train_acc, self.train_loss)
+        # Metric objects logged per epoch: Lightning computes (and syncs across processes) once per epoch.
+        self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, self.val_acc, self.val_loss)
+        self.log("val_loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        inputs, labels = batch
+        logits = self._logits(inputs)
+        self.test_loss.update(F.cross_entropy(logits, labels), weight=labels.shape[0])
+        preds = logits.argmax(1)
+        self.test_acc.update(preds, labels)
+        self.test_confusion.update(preds, labels)
+
+    def on_test_epoch_end(self) -> None:
+        loss, acc = self.test_loss.compute(), self.test_acc.compute()
+        confusion = self.test_confusion.compute().cpu()  # synchronised across processes by torchmetrics
+        self.log("test_loss", loss)
+        self.log("test_acc", acc)
+        per_class = confusion.diag() / confusion.sum(1).clamp(min=1)
+        self.test_summary = {
+            "test_loss": loss.item(),
+            "test_acc": acc.item(),
+            "per_class_acc": per_class[: self.hparams.num_classes].tolist(),
+            "confusion": confusion[: self.hparams.num_classes, : self.hparams.num_classes].tolist(),
+            "test_images": int(confusion.sum()),
+        }
+        for metric in (self.test_loss, self.test_acc, self.test_confusion):
+            metric.reset()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # Only trainable parameters: FreezeFeatures has already frozen the backbone in its setup() hook.
+        return self.optimizer([p for p in self.parameters() if p.requires_grad])
+
+    # --- setup, transfer, caching --------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "cpu":
+            # Denormal floats appear once the weights train and make x86 CPUs 3-4x slower (measured, see
+            # benchmarks/RESULTS.md); flushing them to zero is what TensorFlow does by default.
+            torch.set_flush_denormal(True)
+            # DDP on CPU: each process would otherwise start one thread per core (oversubscription).
+            if (processes := self.trainer.num_devices) > 1:
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
+        if stage == "fit" and self.init_from:
+            self.transfer_from(self.init_from)
+
+    def transfer_from(self, path: str) -> None:
+        """Copy the backbone (and the head, when it fits) from a lit_transfer checkpoint."""
+        checkpoint = load_checkpoint(path)
+        meta = require_ours(checkpoint, path)
+        state = checkpoint["state_dict"]
+        backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        try:
+            self.backbone.load_state_dict(backbone)
+        except RuntimeError:
+            raise UserError(
+                f"the backbone in {path} does not fit this model (different layers or shapes): "
+                "transfer from a checkpoint of this model's architecture"
+            ) from None
+        head = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+        fits = {k: v.shape for k, v in head.items()} == {k: v.shape for k, v in self.head.state_dict().items()}
+        if fits:
+            self.head.load_state_dict(head)
+            rank_zero_info(f"lit_transfer: backbone and head transferred from {path} (digits {meta['digits']})")
+        else:
+            rank_zero_info(
+                f"lit_transfer: backbone transferred from {path}; its head has {meta.get('num_classes')} classes "
+                f"and this model {self.hparams.num_classes}, so the head is newly initialised"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        datamodule = self.trainer.datamodule
+        checkpoint[MARKER] = {
+            "format": FORMAT,
+            "dataset": getattr(datamodule, "dataset", None),
+            "digits": list(getattr(datamodule, "digits", [])),
+            "num_classes": self.hparams.num_classes,
+            "frozen_stage": any(type(cb).__name__ == "FreezeFeatures" for cb in self.trainer.callbacks),
+        }
+        # Lightning does not store the global RNG; dropout draws from it, so an exact resume needs it.
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+
+    def on_train_epoch_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        if not isinstance(loader, TensorBatches):
+            return
+        frozen = not any(p.requires_grad for p in self.backbone.parameters())
+        if self.cache_features and frozen and self._images is None:
+            self._images, loader.inputs = loader.inputs, self._pooled(loader.inputs)
+        elif not (self.cache_features and frozen) and self._images is not None:
+            loader.inputs, self._images = self._images, None  # unfrozen: back to images
+
+    @torch.no_grad()
+    def _pooled(self, images: Tensor) -> Tensor:
+        with self.trainer.precision_plugin.forward_context():
+            chunks = [self.backbone.pooled(self.normalize(c)).float() for c in images.split(CACHE_CHUNK)]
+        return torch.cat(chunks)
+
+    def on_train_end(self) -> None:
+        loader = self.trainer.train_dataloader
+        if self._images is not None and isinstance(loader, TensorBatches):
+            loader.inputs, self._images = self._images, None
