@@ -103,7 +103,7 @@ class StageReport(L.Callback):
             "test_loss": summary["test_loss"],
             "test_acc": summary["test_acc"],
             "test_images": summary["test_images"],
-            "per_digit_acc": {str(d): a for d, a in zip(digits, summary["per_class_acc"])},
+            "per_digit_acc": {str(d): a for d, a in zip(digits, summary["per_class_acc"], strict=True)},
             "confusion": summary["confusion"],
             **count_params(pl_module),
             "checkpoint": last,
@@ -127,9 +127,7 @@ def format_report(r: dict[str, Any], path: Path) -> str:
     digits = "".join(str(d) for d in r["digits"])
     lines = [f"\n== {r['stage']} on digits {digits} ({r['dataset']}) =="]
     if r["train_time_s"] is not None:
-        lines.append(
-            f"training: {r['epochs']} epochs, {r['train_time_s']:.1f} s, {r['images_per_s']:,.0f} images/s"
-        )
+        lines.append(f"training: {r['epochs']} epochs, {r['train_time_s']:.1f} s, {r['images_per_s']:,.0f} images/s")
     lines.append(f"test loss: {r['test_loss']:.4f}   test accuracy: {100 * r['test_acc']:.2f}%")
     lines.append("per digit: " + "  ".join(f"{d}: {100 * a:.2f}%" for d, a in r["per_digit_acc"].items()))
     lines.append(

@@ -153,7 +153,7 @@ class DigitsDataModule(L.LightningDataModule):
             images, labels = self._read("train")
             # Fixed split, independent of the training seed, so every stage and rank holds out the same images.
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
-            n_val = int(round(self.val_size * len(labels)))
+            n_val = round(self.val_size * len(labels))
             val, train = order[:n_val].sort().values, order[n_val:].sort().values
             self.splits["train"] = (images[train].to(device), labels[train].to(device))
             if n_val:
@@ -182,4 +182,3 @@ class DigitsDataModule(L.LightningDataModule):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dataset={self.dataset!r}, digits={self.digits})"
-
