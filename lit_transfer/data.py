@@ -66,6 +66,7 @@ class DigitsDataModule(L.LightningDataModule):
         download: bool = True,
         batch_size: int = 128,
         val_size: float = 0.1,
+        train_per_class: int | None = None,
         seed: int = 0,
     ) -> None:
         """
@@ -78,17 +79,22 @@ class DigitsDataModule(L.LightningDataModule):
             batch_size: Images per batch and per device (128 in the notebook).
             val_size: Fraction of the chosen digits' training images held out for validation (0 disables
                 validation). The test split is only used for the final test metrics.
-            seed: Seed of the validation split and of the per-epoch shuffling.
+            train_per_class: Keep only this many training images per digit (a label budget; ``None`` keeps all).
+                The validation split is taken first, from all images.
+            seed: Seed of the validation split, the label budget and of the per-epoch shuffling.
         """
         super().__init__()
         check_digits(digits)
         if not 0 <= val_size < 1:
             raise UserError(f"--data.val_size is {val_size}: give a fraction in [0, 1), e.g. 0.1")
+        if train_per_class is not None and train_per_class < 1:
+            raise UserError(f"--data.train_per_class is {train_per_class}: give a positive number or null (all)")
         if batch_size < 1:
             raise UserError(f"--data.batch_size is {batch_size}: give a positive number, e.g. 128")
         self.save_hyperparameters()
         self.data_dir, self.digits, self.dataset = data_dir, list(digits), dataset
         self.download, self.batch_size, self.val_size, self.seed = download, batch_size, val_size, seed
+        self.train_per_class = train_per_class
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     @property
@@ -154,7 +160,10 @@ class DigitsDataModule(L.LightningDataModule):
             # Fixed split, independent of the training seed, so every stage and rank holds out the same images.
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
             n_val = round(self.val_size * len(labels))
-            val, train = order[:n_val].sort().values, order[n_val:].sort().values
+            val, train = order[:n_val].sort().values, order[n_val:]
+            if self.train_per_class is not None:  # the first n of each digit in the seeded order
+                train = torch.cat([train[labels[train] == c][: self.train_per_class] for c in range(self.num_classes)])
+            train = train.sort().values
             self.splits["train"] = (images[train].to(device), labels[train].to(device))
             if n_val:
                 self.splits["val"] = (images[val].to(device), labels[val].to(device))

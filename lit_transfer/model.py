@@ -31,13 +31,13 @@ class Backbone(nn.Sequential):
 
     def pooled(self, x: Tensor) -> Tensor:
         """Output of the deterministic layers (conv, ReLU, pooling): shape ``(N, 32, 12, 12)``."""
-        for layer in self[:DETERMINISTIC_PREFIX]:
+        for layer in list(self)[:DETERMINISTIC_PREFIX]:
             x = layer(x)
         return x
 
     def from_pooled(self, pooled: Tensor) -> Tensor:
         """The remaining layers (dropout, flatten) applied to :meth:`pooled`'s output."""
-        for layer in self[DETERMINISTIC_PREFIX:]:
+        for layer in list(self)[DETERMINISTIC_PREFIX:]:
             pooled = layer(pooled)
         return pooled
 
@@ -56,3 +56,8 @@ class Head(nn.Sequential):
     @property
     def num_classes(self) -> int:
         return self[-1].out_features
+
+
+def weight_layers(backbone: Backbone, head: Head) -> list[nn.Module]:
+    """The layers with weights, input to output: conv1, conv2, fc1, fc2 (Yosinski et al.'s "first n layers")."""
+    return [m for m in (*backbone, *head) if any(True for _ in m.parameters(recurse=False))]

@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from lit_transfer.checkpoint import FORMAT, MARKER, load_checkpoint, require_ours
 from lit_transfer.errors import UserError
 from lit_transfer.loader import TensorBatches
-from lit_transfer.model import Backbone, Head
+from lit_transfer.model import Backbone, Head, weight_layers
 
 CACHE_CHUNK = 2048  # images per forward pass when caching frozen features (~300 MB of conv activations)
 
@@ -35,6 +35,7 @@ class TransferModule(L.LightningModule):
         num_classes: int = 5,
         optimizer: OptimizerCallable = keras_adadelta,
         init_from: str | None = None,
+        transfer_layers: int | None = None,
         cache_features: bool = True,
     ) -> None:
         """
@@ -44,13 +45,18 @@ class TransferModule(L.LightningModule):
             init_from: A lit_transfer checkpoint to start from (transfer, not resume): its backbone is copied,
                 and its head too when it has ``num_classes`` outputs. ``fit --ckpt_path`` of another stage's
                 checkpoint does the same.
+            transfer_layers: Copy only the first n weight layers from ``init_from`` (1 = conv1, 2 = the backbone,
+                3 = backbone and first dense layer); the others keep their fresh initialisation. ``None`` copies
+                the backbone, and the head too when it fits.
             cache_features: While the backbone is frozen, compute its deterministic part once per dataset and
                 train the head on the cached output (dropout still applied on the fly); same result, less work.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         self.optimizer = optimizer
-        self.init_from, self.cache_features = init_from, cache_features
+        if transfer_layers is not None and not 1 <= transfer_layers <= 4:
+            raise UserError(f"--model.transfer_layers is {transfer_layers}: give 1 to 4 (weight layers from the input)")
+        self.init_from, self.transfer_layers, self.cache_features = init_from, transfer_layers, cache_features
         self.backbone = Backbone()
         self.head = Head(num_classes)
         # torchmetrics needs two classes at least; a single-digit run still gets correct (trivial) metrics.
@@ -138,28 +144,40 @@ class TransferModule(L.LightningModule):
             self.transfer_from(self.init_from)
 
     def transfer_from(self, path: str) -> None:
-        """Copy the backbone (and the head, when it fits) from a lit_transfer checkpoint."""
+        """Copy the backbone (and the head, when it fits) or the first ``transfer_layers`` weight layers."""
         checkpoint = load_checkpoint(path)
         meta = require_ours(checkpoint, path)
-        state = checkpoint["state_dict"]
-        backbone = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        source = TransferModule(num_classes=meta.get("num_classes") or self.hparams.num_classes)
         try:
-            self.backbone.load_state_dict(backbone)
+            source.load_state_dict(checkpoint["state_dict"], strict=False)
+            missing = [k for k in self.backbone.state_dict() if f"backbone.{k}" not in checkpoint["state_dict"]]
+            if missing:
+                raise RuntimeError(missing)
         except RuntimeError:
             raise UserError(
-                f"the backbone in {path} does not fit this model (different layers or shapes): "
+                f"the weights in {path} do not fit this model (different layers or shapes): "
                 "transfer from a checkpoint of this model's architecture"
             ) from None
-        head = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
-        fits = {k: v.shape for k, v in head.items()} == {k: v.shape for k, v in self.head.state_dict().items()}
-        if fits:
-            self.head.load_state_dict(head)
-            rank_zero_info(f"lit_transfer: backbone and head transferred from {path} (digits {meta['digits']})")
-        else:
-            rank_zero_info(
-                f"lit_transfer: backbone transferred from {path}; its head has {meta.get('num_classes')} classes "
-                f"and this model {self.hparams.num_classes}, so the head is newly initialised"
+        pairs = list(
+            zip(weight_layers(source.backbone, source.head), weight_layers(self.backbone, self.head), strict=True)
+        )
+        if self.transfer_layers is not None:
+            pairs = pairs[: self.transfer_layers]
+        copied = []
+        for i, (src, dst) in enumerate(pairs):
+            if src.weight.shape == dst.weight.shape:
+                dst.load_state_dict(src.state_dict())
+                copied.append(i)
+            elif i < 2 or self.transfer_layers is not None:  # the backbone must fit; so must layers asked for
+                raise UserError(f"layer {i + 1} in {path} has another shape than this model's: transfer fewer layers")
+        names = ["conv1", "conv2", "fc1", "fc2"]
+        note = ", ".join(names[i] for i in copied)
+        if len(copied) < 4 and self.transfer_layers is None:
+            note += (
+                f"; its head has {meta.get('num_classes')} classes and this model {self.hparams.num_classes}, "
+                "so the last layer is newly initialised"
             )
+        rank_zero_info(f"lit_transfer: transferred {note} from {path} (digits {meta.get('digits')})")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         datamodule = self.trainer.datamodule
@@ -187,7 +205,9 @@ class TransferModule(L.LightningModule):
         if not isinstance(loader, TensorBatches):
             return
         frozen = not any(p.requires_grad for p in self.backbone.parameters())
-        if self.cache_features and frozen and self._images is None:
+        # Caching costs one backbone pass over the whole split: worth it only when epochs are not cut short.
+        whole_epochs = self.trainer.num_training_batches >= len(loader)
+        if self.cache_features and frozen and whole_epochs and self._images is None:
             self._images, loader.inputs = loader.inputs, self._pooled(loader.inputs)
         elif not (self.cache_features and frozen) and self._images is not None:
             loader.inputs, self._images = self._images, None  # unfrozen: back to images
