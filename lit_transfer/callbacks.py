@@ -92,10 +92,11 @@ class StageReport(L.Callback):
         summary = getattr(pl_module, "test_summary", None)
         if summary is None or trainer.sanity_checking:
             return
-        self.write(trainer, pl_module, summary)
+        # ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank must ask for it.
+        self.write(trainer, pl_module, summary, Path(trainer.log_dir or trainer.default_root_dir))
 
     @rank_zero_only
-    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any]) -> None:
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], run_dir: Path) -> None:
         datamodule = trainer.datamodule
         digits = list(getattr(datamodule, "digits", range(len(summary["per_class_acc"]))))
         frozen_stage = any(isinstance(cb, FreezeFeatures) for cb in trainer.callbacks)
@@ -123,7 +124,6 @@ class StageReport(L.Callback):
             "world_size": trainer.world_size,
             "precision": str(trainer.precision),
         }
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "results.json"
         if path.exists():  # a second test in the same run (e.g. `trainer.test` called twice): keep both

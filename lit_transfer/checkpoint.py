@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: pass the path of a .ckpt file (see the run's output)")
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since PyTorch 1.6
+        raise UserError(f"{path} is not a readable PyTorch checkpoint: pass a .ckpt file written by lit_transfer")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"it refers to {found.group(1)}" if found else "it holds objects other than tensors and plain values"
         raise UserError(
-            f"refused to load {path}: it holds objects other than tensors and plain values ({first_line}); "
-            "only checkpoints written by lit_transfer can be loaded"
+            f"refused to load {path}: {what}, which could run code when unpickled; "
+            "only checkpoints written by lit_transfer (tensors and plain values) can be loaded"
         ) from None
     except Exception as err:  # truncated zip, not a torch file at all, ...
         raise UserError(

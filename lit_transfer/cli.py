@@ -149,4 +149,7 @@ def main(args: list[str] | None = None) -> None:
             args=args,
         )
     except UserError as err:
+        run_dir = os.environ.pop(RUN_DIR_ENV, None)
+        if run_dir and Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
+            Path(run_dir).rmdir()  # claimed, but the run stopped before writing anything
         sys.exit(f"lit_transfer: error: {err}")

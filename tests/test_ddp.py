@@ -1,0 +1,61 @@
+"""DDP for real: 2 CPU processes (gloo) through both stages, metrics synchronised, one writer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, common_args, only_run, results, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
+    cmd = [sys.executable, "-m", "lit_transfer", *map(str, args)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_ddp_two_cpu_processes_both_stages(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=2"]
+    done = cli_subprocess("fit", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "pretrain"), *ddp)
+    assert done.stdout.count("== pretrain on digits 56789") == 1  # only rank 0 reports
+    pre = only_run(runs / "pretrain")  # the worker process joined rank 0's run directory
+    source = pre / "checkpoints" / "last.ckpt"
+    cli_subprocess(
+        "fit",
+        "--config=configs/finetune.yaml",
+        *common_args(mnist_root, runs, "finetune"),
+        *ddp,
+        f"--ckpt_path={source}",
+    )
+    fine = only_run(runs / "finetune")
+    assert len(list(fine.glob("results*.json"))) == 1
+    report = results(fine)
+    assert report["world_size"] == 2 and report["stage"] == "finetune"
+    # 60 images of 0-4, 12 held out: 48 to train on, 24 per rank, batch 16: 2 steps per epoch (16 + 8 per rank)
+    assert report["train_images"] == 2 * 48
+    assert report["test_images"] == 20  # synchronised: both ranks' halves of the 20 test images
+    after = torch.load(fine / "checkpoints" / "last.ckpt", weights_only=True)
+    before = torch.load(source, weights_only=True)
+    assert torch.equal(after["state_dict"]["backbone.2.weight"], before["state_dict"]["backbone.2.weight"])
+    assert after["global_step"] == 4
+    # The same checkpoint tested in one process gives exactly the synchronised DDP numbers.
+    run_cli(
+        "test",
+        "--config=configs/finetune.yaml",
+        *common_args(mnist_root, runs, "single"),
+        f"--ckpt_path={fine / 'checkpoints' / 'last.ckpt'}",
+    )
+    single = results(only_run(runs / "single"))
+    assert single["test_acc"] == pytest.approx(report["test_acc"], abs=1e-6)
+    assert single["test_loss"] == pytest.approx(report["test_loss"], rel=1e-5)
+    assert single["confusion"] == report["confusion"]

@@ -1,0 +1,124 @@
+"""Bad input: a one-line message naming the problem and the fix, a non-zero exit, nothing trained or written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import common_args, run_cli, write_idx
+
+from lit_transfer.checkpoint import MARKER
+
+
+def fails(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args)
+    assert exit_info.value.code not in (0, None)
+    message = exit_info.value.code if isinstance(exit_info.value.code, str) else capsys.readouterr().err.strip()
+    assert message.count("\n") == 0, message
+    return message
+
+
+def fit_args(mnist_root: Path, tmp_path: Path, config: str = "pretrain") -> list[str]:
+    return ["fit", f"--config=configs/{config}.yaml", *common_args(mnist_root, tmp_path / "runs", config)]
+
+
+def nothing_written(tmp_path: Path) -> bool:
+    return not list((tmp_path / "runs").rglob("*.*"))
+
+
+@pytest.mark.parametrize(
+    ("digits", "expected"),
+    [("[5,6,10]", "outside 0-9"), ("[]", "is empty"), ("[1,2,2]", "repeats [2]"), ("[-1,3]", "outside 0-9")],
+)
+def test_bad_digits(digits: str, expected: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
+    message = fails(capsys, *fit_args(mnist_root, tmp_path), f"--data.digits={digits}")
+    assert expected in message and "--data.digits" in message
+    assert nothing_written(tmp_path)
+
+
+def test_missing_data_without_download(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    message = fails(capsys, *fit_args(empty, tmp_path))
+    assert str(empty / "MNIST" / "raw") in message and "--data.download is false" in message
+    assert "train-images-idx3-ubyte" in message
+    assert nothing_written(tmp_path) and not list((tmp_path / "runs").rglob("version_*"))
+
+
+def test_data_dir_pointing_at_raw_folder_gets_a_hint(mnist_root: Path, tmp_path: Path, capsys) -> None:
+    message = fails(capsys, *fit_args(mnist_root / "MNIST" / "raw", tmp_path))
+    assert "pass its grandparent as --data.data_dir" in message
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        ("truncate", "truncated or damaged"),
+        ("magic", "not an IDX file"),
+        ("count", "holds 100 images but"),
+        ("labels", "labels outside 0-9"),
+    ],
+)
+def test_damaged_idx_files(damage: str, expected: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
+    raw = mnist_root / "MNIST" / "raw"
+    images, labels = raw / "train-images-idx3-ubyte", raw / "train-labels-idx1-ubyte"
+    if damage == "truncate":
+        images.write_bytes(images.read_bytes()[:-100])
+    elif damage == "magic":
+        labels.write_bytes(b"\x00\x00\x08\x03" + labels.read_bytes()[4:])
+    elif damage == "count":
+        write_idx(images, torch.zeros(100, 28, 28, dtype=torch.uint8))
+    else:
+        write_idx(labels, torch.full((120,), 12, dtype=torch.uint8))
+    message = fails(capsys, *fit_args(mnist_root, tmp_path))
+    assert expected in message and str(raw) in message
+
+
+def test_foreign_checkpoint_is_refused(mnist_root: Path, tmp_path: Path, capsys) -> None:
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"weight": torch.zeros(3)}}, foreign)
+    message = fails(capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--ckpt_path={foreign}")
+    assert "not a lit_transfer checkpoint" in message
+    message = fails(capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--model.init_from={foreign}")
+    assert "not a lit_transfer checkpoint" in message
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    assert "not a readable PyTorch checkpoint" in fails(
+        capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--ckpt_path={garbage}"
+    )
+    assert "does not exist" in fails(
+        capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--ckpt_path={tmp_path / 'nope.ckpt'}"
+    )
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_checkpoint_whose_backbone_does_not_fit(mnist_root: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "wide.ckpt"
+    state = {"backbone.0.weight": torch.zeros(64, 1, 3, 3), "backbone.0.bias": torch.zeros(64)}
+    torch.save({"state_dict": state, MARKER: {"format": 1, "digits": [5], "num_classes": 5}}, bad)
+    message = fails(capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--ckpt_path={bad}")
+    assert "do not fit this model" in message
+
+
+def test_test_with_checkpoint_of_other_head_width(mnist_root: Path, tmp_path: Path, capsys) -> None:
+    run_cli(*fit_args(mnist_root, tmp_path), "--trainer.max_epochs=1", "--trainer.limit_train_batches=1")
+    (ckpt,) = (tmp_path / "runs" / "pretrain").rglob("last.ckpt")
+    message = fails(capsys, "test", "--config=configs/pretrain.yaml", "--data.digits=[1,2]", f"--ckpt_path={ckpt}")
+    assert "does not fit the configured model" in message
+
+
+def test_existing_checkpoints_are_never_overwritten(mnist_root: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "last.ckpt").write_bytes(b"precious")
+    message = fails(
+        capsys,
+        *fit_args(mnist_root, tmp_path),
+        "--trainer.callbacks+=ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={folder}",
+        "--trainer.callbacks.save_last=true",
+    )
+    assert "already holds last.ckpt" in message
+    assert (folder / "last.ckpt").read_bytes() == b"precious"

@@ -1,0 +1,142 @@
+"""The two-stage pipeline through the real CLI on tiny synthetic IDX files: configs, handoff, resume, reverse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONFIGS, common_args, only_run, results, run_cli
+
+from lit_transfer.checkpoint import MARKER
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_config_runs(config: Path, mnist_root: Path, tmp_path: Path) -> None:
+    if config.stem == "study":
+        pytest.skip("the study config is for python -m lit_transfer.study (tests/test_study.py)")
+    run_cli("fit", "--config", config, *common_args(mnist_root, tmp_path / "runs", "x"), "--trainer.fast_dev_run=true")
+    report = results(only_run(tmp_path / "runs" / "x"))
+    assert report["test_images"] > 0
+    assert report["stage"] == ("finetune" if "finetune" in config.stem else "pretrain")
+
+
+def pretrain(mnist_root: Path, runs: Path, *extra: str) -> Path:
+    run_cli(
+        "fit",
+        "--config=configs/pretrain.yaml",
+        *common_args(mnist_root, runs, "pretrain"),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        *extra,
+    )
+    return only_run(runs / "pretrain") / "checkpoints" / "last.ckpt"
+
+
+def state(path: Path) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def test_handoff_transfers_weights_and_starts_fresh(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    # Stage one with settings that stage two must NOT inherit (LightningCLI >= 2.5.5 would copy them over).
+    source = pretrain(
+        mnist_root, runs, "--model.optimizer=torch.optim.Adadelta", "--model.optimizer.lr=0.5", "--data.batch_size=8"
+    )
+    run_cli(
+        "fit",
+        "--config=configs/finetune.yaml",
+        *common_args(mnist_root, runs, "finetune"),
+        "--trainer.max_epochs=2",
+        "--trainer.limit_train_batches=3",
+        f"--ckpt_path={source}",
+    )
+    run = only_run(runs / "finetune")
+    before, after = state(source), state(run / "checkpoints" / "last.ckpt")
+    for key, value in before["state_dict"].items():
+        if key.startswith("backbone."):
+            assert torch.equal(value, after["state_dict"][key]), f"{key} changed while frozen"
+    head = [k for k in before["state_dict"] if k.startswith("head.")]
+    assert any(not torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in head), "head did not train"
+    # Fresh loops: stage two's 2 epochs of 3 steps, not a continuation of stage one (1 epoch of 2 steps).
+    assert after["epoch"] == 2 and after["global_step"] == 6
+    # Fresh optimizer over the head only, with finetune.yaml's learning rate, not stage one's 0.5.
+    (group,) = after["optimizer_states"][0]["param_groups"]
+    assert group["lr"] == 1.0 and group["rho"] == 0.95 and group["eps"] == 1e-7
+    assert len(group["params"]) == 4  # fc1 and fc2 weight and bias
+    assert after["datamodule_hyper_parameters"]["digits"] == [0, 1, 2, 3, 4]
+    assert after["datamodule_hyper_parameters"]["batch_size"] == 16
+    assert after[MARKER]["frozen_stage"] is True and after[MARKER]["digits"] == [0, 1, 2, 3, 4]
+    report = results(run)
+    assert report["stage"] == "finetune" and report["epochs"] == 2
+    assert report["frozen_params"] == 9568 and report["trainable_params"] == 590597
+    assert list(report["per_digit_acc"]) == ["0", "1", "2", "3", "4"]
+    assert report["checkpoint"] == str(run / "checkpoints" / "last.ckpt")
+
+
+def test_same_stage_checkpoint_resumes(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    source = pretrain(mnist_root, runs)
+    args = ["fit", "--config=configs/finetune.yaml", *common_args(mnist_root, runs, "finetune")]
+    run_cli(*args, "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", f"--ckpt_path={source}")
+    first = only_run(runs / "finetune") / "checkpoints" / "last.ckpt"
+    run_cli(*args, "--trainer.max_epochs=2", "--trainer.limit_train_batches=3", f"--ckpt_path={first}")
+    second = sorted((runs / "finetune").glob("version_*"))[-1] / "checkpoints" / "last.ckpt"
+    resumed = state(second)
+    # A continuation: epoch 2 of the same run, the optimizer state carried on (Adadelta's per-parameter step).
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 6
+    steps = {s["step"].item() for s in resumed["optimizer_states"][0]["state"].values()}
+    assert steps == {6.0}
+    assert state(first)["global_step"] == 3  # the earlier run's checkpoint was left as it was
+
+
+def test_init_from_and_new_head_for_other_class_count(mnist_root: Path, tmp_path: Path, caplog) -> None:
+    runs = tmp_path / "runs"
+    source = pretrain(mnist_root, runs)
+    run_cli(
+        "fit",
+        "--config=configs/finetune.yaml",
+        *common_args(mnist_root, runs, "three"),
+        "--data.digits=[1,2,3]",
+        f"--model.init_from={source}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+    )
+    assert "so the last layer is newly initialised" in caplog.text
+    after = state(only_run(runs / "three") / "checkpoints" / "last.ckpt")
+    before = state(source)
+    assert torch.equal(after["state_dict"]["backbone.0.weight"], before["state_dict"]["backbone.0.weight"])
+    assert after["state_dict"]["head.3.weight"].shape == (3, 128)
+    assert results(only_run(runs / "three"))["digits"] == [1, 2, 3]
+
+
+def test_reverse_configs_hand_off(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    base = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    run_cli("fit", "--config=configs/reverse_pretrain.yaml", *common_args(mnist_root, runs, "a"), *base)
+    source = only_run(runs / "a") / "checkpoints" / "last.ckpt"
+    assert state(source)[MARKER]["digits"] == [0, 1, 2, 3, 4]
+    run_cli(
+        "fit",
+        "--config=configs/reverse_finetune.yaml",
+        *common_args(mnist_root, runs, "b"),
+        *base,
+        f"--ckpt_path={source}",
+    )
+    report = results(only_run(runs / "b"))
+    assert report["digits"] == [5, 6, 7, 8, 9] and report["stage"] == "finetune"
+    assert torch.equal(
+        state(source)["state_dict"]["backbone.2.weight"], state(report["checkpoint"])["state_dict"]["backbone.2.weight"]
+    )
+
+
+def test_test_subcommand_reports_real_digits(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    source = pretrain(mnist_root, runs)
+    fit_report = results(only_run(runs / "pretrain"))
+    run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "eval"), f"--ckpt_path={source}")
+    report = results(only_run(runs / "eval"))
+    assert list(report["per_digit_acc"]) == ["5", "6", "7", "8", "9"]
+    assert report["test_images"] == 20  # 4 test images of each of the 5 digits
+    assert report["test_acc"] == pytest.approx(fit_report["test_acc"])  # the fit's final weights = last.ckpt
+    assert report["train_time_s"] is None
