@@ -48,6 +48,24 @@ class TransferCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # State the classes once: the head's width follows the digits.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        # Two checkpoint callbacks, each configurable (--last_checkpoint.every_n_train_steps 50, ...):
+        # last.ckpt, rewritten often so that a crash costs little, and the best model by validation accuracy.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {
+                "last_checkpoint.save_last": True,
+                "last_checkpoint.save_top_k": 0,
+                "last_checkpoint.every_n_train_steps": 100,  # stage one has ~210 steps per epoch at batch 128
+            }
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "best_checkpoint")
+        parser.set_defaults(
+            {
+                "best_checkpoint.monitor": "val_acc",
+                "best_checkpoint.mode": "max",
+                "best_checkpoint.filename": "best-{epoch}-{val_acc:.4f}",
+            }
+        )
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI >= 2.5.5 replaces the config's model settings with the hyperparameters stored in the
@@ -128,14 +146,7 @@ class TransferCLI(LightningCLI):
 def trainer_defaults() -> dict[str, Any]:
     return {
         "max_epochs": 5,  # per stage, as in the notebook
-        "callbacks": [
-            Timer(),
-            # best by validation accuracy, and last (every epoch end and every 200 steps, so a crash costs
-            # at most part of an epoch; stage one has ~210 steps per epoch)
-            ModelCheckpoint(monitor="val_acc", mode="max", filename="best-{epoch}-{val_acc:.4f}"),
-            ModelCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=200, save_on_train_epoch_end=True),
-            StageReport(),
-        ],
+        "callbacks": [Timer(), StageReport()],
     }
 
 

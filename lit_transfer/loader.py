@@ -64,7 +64,6 @@ class TensorBatches:
         self.inputs, self.targets, self.sampler = inputs, targets, sampler
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
         self._yielded = 0  # batches handed out in the current epoch
-        self._exhausted = False
         self._skip = 0  # batches to skip after a mid-epoch resume
 
     def __len__(self) -> int:
@@ -73,19 +72,16 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         # A generator: the permutation is drawn on the first ``next``, after Lightning has called ``set_epoch``.
         skip, self._skip = self._skip, 0
-        self._yielded, self._exhausted = skip, False
+        self._yielded = skip
         indices = self.sampler.rank_indices().to(self.inputs.device)
         for batch in indices.split(self.sampler.batch_size)[skip:]:
             self._yielded += 1
             yield self.inputs.index_select(0, batch), self.targets.index_select(0, batch)
-        self._exhausted = True
 
     # Lightning stores these in every checkpoint (``_Stateful`` loaders) and restores them before iterating.
+    # It fetches ahead only from loaders without ``__len__``, so every batch handed out has been trained on.
     def state_dict(self) -> dict[str, Any]:
-        # Lightning's training loop fetches one batch ahead to know which batch is the last, so when it saves a
-        # checkpoint mid-epoch one yielded batch has not been trained on yet: it must be yielded again on resume.
-        done = len(self) if self._exhausted else max(self._yielded - 1, 0)
-        return {"epoch": self.sampler.epoch, "batches_done": done}
+        return {"epoch": self.sampler.epoch, "batches_done": self._yielded}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sampler.set_epoch(state["epoch"])

@@ -1,0 +1,40 @@
+"""Callbacks that crash a training process for real (SIGKILL), for the resume tests. Loaded via PYTHONPATH=tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning as L
+import torch
+
+
+class KillAt(L.Callback):
+    """SIGKILL this process right after optimizer step ``step`` (before any checkpoint of that step is written)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillDuringSave(L.Callback):
+    """SIGKILL this process halfway through writing the first checkpoint saved after step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.global_step < self.step:
+            return
+        real_save = torch.save
+
+        def half_then_die(obj, f, *args, **kwargs) -> None:
+            real_save(obj, f, *args, **kwargs)
+            f.truncate(f.tell() // 2)  # a partly written file on disk ...
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)  # ... and the process gone
+
+        torch.save = half_then_die

@@ -1,0 +1,93 @@
+"""Interrupted runs resume exactly: real SIGKILLs at several points, then ``--ckpt_path last.ckpt``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, common_args, only_run, results, write_mnist
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, expect_kill: bool = False) -> None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO / "tests")}
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
+    cmd = [sys.executable, "-m", "lit_transfer", *map(str, args)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if expect_kill:
+        assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    else:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("resume") / "data", n_train=12)
+
+
+def stage(data: Path, runs: Path, name: str, config: str = "pretrain") -> list[str]:
+    # 60 images of 5-9, 12 held out: 48 to train on, batch 8 -> 6 steps per epoch, 18 in all; last.ckpt every 4
+    return [
+        "fit",
+        f"--config=configs/{config}.yaml",
+        *common_args(data, runs, name),
+        "--data.batch_size=8",
+        "--trainer.max_epochs=3",
+        "--trainer.deterministic=true",
+        "--last_checkpoint.every_n_train_steps=4",
+    ]
+
+
+def final(run: Path) -> tuple[dict, dict]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"], results(run)
+
+
+@pytest.fixture(scope="module")
+def reference(data: Path, tmp_path_factory) -> tuple[dict, dict]:
+    runs = tmp_path_factory.mktemp("reference")
+    cli(*stage(data, runs, "ref"))
+    return final(only_run(runs / "ref"))
+
+
+@pytest.mark.parametrize("kill_step", [5, 6, 14], ids=["mid-epoch-0", "end-of-epoch-0", "mid-epoch-2"])
+def test_sigkill_then_resume_gives_identical_weights(kill_step: int, data: Path, tmp_path: Path, reference) -> None:
+    runs = tmp_path / "runs"
+    cli(
+        *stage(data, runs, "a"),
+        "--trainer.callbacks+=crash.KillAt",
+        f"--trainer.callbacks.step={kill_step}",
+        expect_kill=True,
+    )
+    last = only_run(runs / "a") / "checkpoints" / "last.ckpt"
+    saved_step = torch.load(last, weights_only=True)["global_step"]
+    assert saved_step == 4 * (kill_step // 4) and saved_step < kill_step  # work after it was lost, and redone
+    cli(*stage(data, runs, "b"), f"--ckpt_path={last}")
+    weights, report = final(only_run(runs / "b"))
+    ref_weights, ref_report = reference
+    for key, value in ref_weights.items():
+        assert torch.equal(value, weights[key]), key
+    assert report["test_acc"] == ref_report["test_acc"] and report["test_loss"] == ref_report["test_loss"]
+    assert report["train_images"] == ref_report["train_images"]
+
+
+def test_kill_while_saving_keeps_previous_checkpoint(data: Path, tmp_path: Path, reference) -> None:
+    runs = tmp_path / "runs"
+    cli(
+        *stage(data, runs, "a"),
+        "--trainer.callbacks+=crash.KillDuringSave",
+        "--trainer.callbacks.step=8",
+        expect_kill=True,
+    )
+    folder = only_run(runs / "a") / "checkpoints"
+    previous = torch.load(folder / "last.ckpt", weights_only=True)  # still whole and loadable
+    assert previous["global_step"] == 4
+    assert list(folder.glob(".last.ckpt.tmp-*")), "the half-written file should be the temporary one"
+    cli(*stage(data, runs, "b"), f"--ckpt_path={folder / 'last.ckpt'}")
+    weights, _ = final(only_run(runs / "b"))
+    assert all(torch.equal(v, weights[k]) for k, v in reference[0].items())
