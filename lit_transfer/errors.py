@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """Bad input from the user: the message names the problem and the fix, and nothing has been written yet."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: training stops and the last good checkpoint stays as it was."""

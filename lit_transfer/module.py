@@ -15,7 +15,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_transfer.checkpoint import FORMAT, MARKER, load_checkpoint, require_ours
-from lit_transfer.errors import UserError
+from lit_transfer.errors import TrainingDiverged, UserError
 from lit_transfer.loader import TensorBatches
 from lit_transfer.model import Backbone, Head, weight_layers
 
@@ -67,6 +67,7 @@ class TransferModule(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(n, validate_args=False)
         self.test_summary: dict | None = None
         self._images: Tensor | None = None  # the train loader's images while it serves cached features
+        self._bad_step: Tensor | None = None  # first step with a non-finite loss, on accelerators
 
     # --- computation -------------------------------------------------------------------------------
     @staticmethod
@@ -93,6 +94,7 @@ class TransferModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, self.train_acc, self.train_loss)
+        self._watch_finite(loss)
         # Metric objects logged per epoch: Lightning computes (and syncs across processes) once per epoch.
         self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -126,6 +128,34 @@ class TransferModule(L.LightningModule):
         }
         for metric in (self.test_loss, self.test_acc, self.test_confusion):
             metric.reset()
+
+    def _watch_finite(self, loss: Tensor) -> None:
+        """Stop on a NaN/inf loss, naming the step. Free to check on the CPU; on an accelerator the first bad
+        step is recorded on the device and checked before each checkpoint and at each epoch end (no per-step sync),
+        so a checkpoint written after the loss went bad never replaces the last good one."""
+        if loss.device.type == "cpu":
+            if not torch.isfinite(loss):
+                self._diverged(self.global_step, loss.item())
+            return
+        if self._bad_step is None or self._bad_step.device != loss.device:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss) & (self._bad_step < 0)
+        self._bad_step = torch.where(bad, self.global_step, self._bad_step)
+
+    def _check_finite(self) -> None:
+        if self._bad_step is not None and (step := int(self._bad_step)) >= 0:
+            self._diverged(step, float("nan"))
+
+    def _diverged(self, step: int, value: float) -> None:
+        last = [cb.last_model_path for cb in self.trainer.checkpoint_callbacks if cb.last_model_path]
+        kept = f"the last good checkpoint is {last[0]}" if last else "no checkpoint had been written yet"
+        raise TrainingDiverged(
+            f"the training loss became {value} at step {step} (epoch {self.current_epoch}); training stopped and "
+            f"{kept}: lower the learning rate (--model.optimizer.lr) or check the data"
+        )
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Only trainable parameters: FreezeFeatures has already frozen the backbone in its setup() hook.
@@ -180,6 +210,7 @@ class TransferModule(L.LightningModule):
         rank_zero_info(f"lit_transfer: transferred {note} from {path} (digits {meta.get('digits')})")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self._check_finite()  # raising here keeps the bad weights out of the checkpoint file
         datamodule = self.trainer.datamodule
         checkpoint[MARKER] = {
             "format": FORMAT,

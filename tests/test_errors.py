@@ -122,3 +122,23 @@ def test_existing_checkpoints_are_never_overwritten(mnist_root: Path, tmp_path: 
     )
     assert "already holds last.ckpt" in message
     assert (folder / "last.ckpt").read_bytes() == b"precious"
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    mnist_root: Path, tmp_path: Path, capsys
+) -> None:
+    message = fails(
+        capsys,
+        *fit_args(mnist_root, tmp_path),
+        "--model.optimizer=torch.optim.SGD",
+        "--model.optimizer.lr=1e20",  # blows the weights up within a few steps
+        "--data.batch_size=4",
+        "--last_checkpoint.every_n_train_steps=1",
+    )
+    assert "the training loss became nan at step" in message or "became inf at step" in message
+    step = int(message.split(" at step ")[1].split()[0])
+    (last,) = (tmp_path / "runs").rglob("last.ckpt")
+    assert str(last) in message
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == step  # written after the last good step, and not replaced since
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
