@@ -240,6 +240,7 @@ class TransferModule(L.LightningModule):
         whole_epochs = self.trainer.num_training_batches >= len(loader)
         if self.cache_features and frozen and whole_epochs and self._images is None:
             self._images, loader.inputs = loader.inputs, self._pooled(loader.inputs)
+            rank_zero_info(f"lit_transfer: backbone frozen: its features of {len(self._images)} images are cached")
         elif not (self.cache_features and frozen) and self._images is not None:
             loader.inputs, self._images = self._images, None  # unfrozen: back to images
 
