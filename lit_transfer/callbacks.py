@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
@@ -86,6 +88,9 @@ class StageReport(L.Callback):
             "train_images": self.train_images,
             "images_per_s": self.train_images / seconds if seconds else None,
             **count_params(pl_module),
+            # peak memory of this process so far (Linux reports KiB) and, on CUDA, of the device
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if pl_module.device.type == "cuda" else None,
         }
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -112,6 +117,8 @@ class StageReport(L.Callback):
             "train_time_s": fit.get("train_time_s"),
             "train_images": fit.get("train_images"),
             "images_per_s": fit.get("images_per_s"),
+            "peak_rss_mb": fit.get("peak_rss_mb"),
+            "peak_gpu_mb": fit.get("peak_gpu_mb"),
             "test_loss": summary["test_loss"],
             "test_acc": summary["test_acc"],
             "test_images": summary["test_images"],
