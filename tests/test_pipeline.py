@@ -140,3 +140,19 @@ def test_test_subcommand_reports_real_digits(mnist_root: Path, tmp_path: Path) -
     assert report["test_images"] == 20  # 4 test images of each of the 5 digits
     assert report["test_acc"] == pytest.approx(fit_report["test_acc"])  # the fit's final weights = last.ckpt
     assert report["train_time_s"] is None
+
+
+def test_bf16_mixed_precision_through_trainer_flags(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    source = pretrain(mnist_root, runs, "--trainer.precision=bf16-mixed")
+    run_cli(
+        "fit",
+        "--config=configs/finetune.yaml",
+        *common_args(mnist_root, runs, "finetune"),
+        "--trainer.precision=bf16-mixed",
+        "--trainer.max_epochs=1",
+        f"--ckpt_path={source}",
+    )
+    report = results(only_run(runs / "finetune"))
+    assert report["precision"] == "bf16-mixed" and 0 <= report["test_acc"] <= 1
+    assert state(report["checkpoint"])["state_dict"]["head.0.weight"].dtype == torch.float32  # master weights
