@@ -10,13 +10,14 @@ import torch
 
 
 class KillAt(L.Callback):
-    """SIGKILL this process right after optimizer step ``step`` (before any checkpoint of that step is written)."""
+    """SIGKILL this process right after optimizer step ``step`` (before any checkpoint of that step is written);
+    under DDP only the process of global rank ``rank``."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, rank: int = 0) -> None:
+        self.step, self.rank = step, rank
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
