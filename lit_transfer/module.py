@@ -16,10 +16,26 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from lit_transfer.checkpoint import FORMAT, MARKER, load_checkpoint, require_ours
 from lit_transfer.errors import TrainingDiverged, UserError
+from lit_transfer.graphs import GraphedStep, capture_cuda
 from lit_transfer.loader import TensorBatches
 from lit_transfer.model import Backbone, Head, weight_layers
 
 CACHE_CHUNK = 2048  # images per forward pass when caching frozen features (~300 MB of conv activations)
+
+
+GRAPH_CAPTURE = capture_cuda  # the tests swap in capture_eager to check the graphed path's logic on the CPU
+
+
+def graphs_safe(trainer: L.Trainer) -> bool:
+    """CUDA graphs where they are known to be exact: one CUDA device, fp32, no clipping or accumulation (DDP's
+    gradient all-reduce and AMP's scaler cannot be captured as they are)."""
+    return (
+        trainer.strategy.root_device.type == "cuda"
+        and trainer.world_size == 1
+        and str(trainer.precision) == "32-true"
+        and trainer.accumulate_grad_batches == 1
+        and not trainer.gradient_clip_val
+    )
 
 
 def keras_adadelta(params: Iterable) -> torch.optim.Optimizer:
@@ -37,6 +53,7 @@ class TransferModule(L.LightningModule):
         init_from: str | None = None,
         transfer_layers: int | None = None,
         cache_features: bool = True,
+        cuda_graph: bool = True,
     ) -> None:
         """
         Args:
@@ -50,6 +67,8 @@ class TransferModule(L.LightningModule):
                 the backbone, and the head too when it fits.
             cache_features: While the backbone is frozen, compute its deterministic part once per dataset and
                 train the head on the cached output (dropout still applied on the fly); same result, less work.
+            cuda_graph: On one CUDA device with 32-bit precision, replay each full batch's forward and backward as
+                a CUDA graph (the optimizer step stays eager); elsewhere, or when false, the usual eager step.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -57,6 +76,9 @@ class TransferModule(L.LightningModule):
         if transfer_layers is not None and not 1 <= transfer_layers <= 4:
             raise UserError(f"--model.transfer_layers is {transfer_layers}: give 1 to 4 (weight layers from the input)")
         self.init_from, self.transfer_layers, self.cache_features = init_from, transfer_layers, cache_features
+        self.cuda_graph = cuda_graph
+        self._graphed_step: GraphedStep | None = None
+        self.graph_replays = 0  # training steps run as a graph replay (reported, and checked by the tests)
         self.backbone = Backbone()
         self.head = Head(num_classes)
         # torchmetrics needs two classes at least; a single-digit run still gets correct (trivial) metrics.
@@ -93,12 +115,33 @@ class TransferModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, self.train_acc, self.train_loss)
+        if self.automatic_optimization:
+            loss = self._step(batch, self.train_acc, self.train_loss)
+        else:  # the CUDA-graph path: forward and backward replayed, then an eager optimizer step
+            inputs, labels = batch
+            if self._graphed_step is None:
+                self._graphed_step = GraphedStep(self._forward_backward, list(self.parameters()), capture=GRAPH_CAPTURE)
+            full_batch = getattr(self.trainer.datamodule, "batch_size", inputs.shape[0])
+            replays = self._graphed_step.replays
+            loss, logits = self._graphed_step(inputs, labels, full_batch)
+            self.graph_replays += self._graphed_step.replays - replays
+            self.optimizers().step()
+            self.train_acc.update(logits.argmax(1), labels)
+            self.train_loss.update(loss, weight=labels.shape[0])
         self._watch_finite(loss)
         # Metric objects logged per epoch: Lightning computes (and syncs across processes) once per epoch.
         self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _forward_backward(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        for p in self.parameters():  # inside the graph: each replay overwrites the gradients
+            if p.grad is not None:
+                p.grad.zero_()
+        logits = self._logits(inputs)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        return loss.detach(), logits.detach()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_acc, self.val_loss)
@@ -172,6 +215,9 @@ class TransferModule(L.LightningModule):
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
         if stage == "fit" and self.init_from:
             self.transfer_from(self.init_from)
+        if stage == "fit":
+            # Manual optimization only for the graphed step; everywhere else Lightning's usual automatic loop.
+            self.automatic_optimization = not (self.cuda_graph and graphs_safe(self.trainer))
 
     def transfer_from(self, path: str) -> None:
         """Copy the backbone (and the head, when it fits) or the first ``transfer_layers`` weight layers."""
@@ -251,6 +297,7 @@ class TransferModule(L.LightningModule):
         return torch.cat(chunks)
 
     def on_train_end(self) -> None:
+        self._graphed_step = None  # frees the graphs' memory pools
         loader = self.trainer.train_dataloader
         if self._images is not None and isinstance(loader, TensorBatches):
             loader.inputs, self._images = self._images, None
