@@ -1,0 +1,165 @@
+"""The transfer study end to end on tiny synthetic IDX files: the report's contents, resume, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, write_mnist
+from matplotlib.image import imread
+
+from lit_transfer.report import Stat, versus
+from lit_transfer.study import build_parser, main
+
+PLOTS = ["accuracy_vs_labels.png", "accuracy_vs_epoch.png", "accuracy_vs_depth.png", "confusion.png"]
+CONDITIONS = ["transfer_frozen", "transfer_finetune", "scratch", "random_frozen"]
+
+
+def study_args(data: Path, out: Path, *extra: str) -> list[str]:
+    # batch 16: the synthetic set has ~11 training images per digit
+    return ["--data_dir", str(data), "--download", "false", "--out", str(out), "--batch_size", "16", *extra]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The ``--quick`` study, run once for the tests of its report: (data_dir, report folder, console output)."""
+    tmp = tmp_path_factory.mktemp("study")
+    data, out = write_mnist(tmp / "data"), tmp / "report"
+    console = io.StringIO()  # capsys is function-scoped
+    with contextlib.redirect_stdout(console):
+        main(["--config", str(REPO / "configs/study.yaml"), "--quick", *study_args(data, out)])
+    return data, out, console.getvalue()
+
+
+def read_csv(out: Path) -> list[dict]:
+    with open(out / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def mean_pct(rows: list[dict], **key: str) -> str:
+    values = [float(r["test_acc"]) for r in rows if all(r[k] == v for k, v in key.items())]
+    assert values, key
+    return f"{100 * statistics.fmean(values):.2f}"
+
+
+def test_csv_has_one_row_per_run(quick: tuple[Path, Path, str]) -> None:
+    _, out, console = quick
+    rows = read_csv(out)
+    # per direction: 1 source run + 2 budgets x 4 conditions + 3 freezing depths; 1 seed with --quick
+    assert len(rows) == 2 * (1 + 2 * 4 + 3)
+    assert {r["direction"] for r in rows} == {"5-9 -> 0-4", "0-4 -> 5-9"}
+    for direction in ("5-9 -> 0-4", "0-4 -> 5-9"):
+        mine = [r for r in rows if r["direction"] == direction]
+        assert sorted((r["condition"], r["labels_per_class"]) for r in mine if r["condition"] in CONDITIONS) == sorted(
+            (c, b) for c in CONDITIONS for b in ("10", "100")
+        )
+        assert sorted(r["depth"] for r in mine if r["condition"] == "transfer_depth") == ["1", "2", "3"]
+    for r in rows:
+        assert 0 <= float(r["test_acc"]) <= 1
+        assert float(r["train_time_s"]) > 0 and r["epochs"] == "1"
+        assert (out / r["run_dir"] / "results.json").is_file()
+    assert "[24/24]" in console and "left" in console  # progress with runs left and time left
+
+
+def test_report_table_lists_every_condition_with_mean_and_std(quick: tuple[Path, Path, str]) -> None:
+    _, out, _ = quick
+    report = (out / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| ") and "→" in line]
+    assert len(table) == 24  # one group per run with a single seed
+    for line in table:
+        assert re.search(r"\| [\d,]+ \| \d+\.\d\d ± (n/a|\d+\.\d\d) \| 1 \| \d+\.\d \|$", line), line
+    for name in ("backbone frozen", "fine-tuned", "from scratch", "random backbone", "n=1", "n=2", "n=3", "source"):
+        assert sum(name in line for line in table) >= 2, name  # in both directions
+    rows = read_csv(out)
+    scratch = mean_pct(rows, direction="5-9 -> 0-4", condition="scratch", labels_per_class="10")
+    assert f"| 5-9 → 0-4 | from scratch | 10 | 4 | {scratch} ± n/a |" in report  # 50 images: 4 batches of 16
+
+
+def test_answer_numbers_come_from_the_csv(quick: tuple[Path, Path, str]) -> None:
+    _, out, _ = quick
+    report = (out / "report.md").read_text()
+    answer = report.split("## Answer")[1].split("##")[0].strip()
+    rows = read_csv(out)
+    headline = mean_pct(rows, direction="5-9 -> 0-4", condition="transfer_frozen", labels_per_class="100")
+    assert answer.startswith("Features learned on digits 5-9")
+    assert re.findall(r"(\d+\.\d\d)%", answer)[0] == headline  # the notebook's transfer comes first
+    groups = {(r["direction"], r["condition"], r["labels_per_class"], r["depth"]) for r in rows}
+    means = {mean_pct(rows, direction=d, condition=c, labels_per_class=b, depth=n) for d, c, b, n in groups}
+    for number in re.findall(r"(\d+\.\d\d)%", answer):
+        assert number in means, (number, answer)
+    assert len(re.findall(r"(\d+\.\d\d)%", answer)) >= 6
+
+
+def test_plots_are_real_pngs(quick: tuple[Path, Path, str]) -> None:
+    _, out, _ = quick
+    report = (out / "report.md").read_text()
+    for name in PLOTS:
+        path = out / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 10_000, name
+        height, width, _ = imread(path).shape
+        assert width > 500 and height > 300
+        assert f"]({name})" in report
+
+
+def test_rerun_repeats_only_the_missing_run(quick: tuple[Path, Path, str], tmp_path: Path, capsys) -> None:
+    data, out, _ = quick
+    copy = shutil.copytree(out, tmp_path / "report")
+    missing = copy / "runs/59to04/scratch/labels10/seed0"
+    (next(missing.glob("version_*")) / "results.json").unlink()
+    done = {p: p.stat().st_mtime_ns for p in copy.glob("runs/**/done.json") if p.parent != missing}
+    main(["--config", str(REPO / "configs/study.yaml"), "--quick", *study_args(data, copy)])
+    console = capsys.readouterr().out
+    assert "23 already done, 1 to go" in console
+    assert console.count("[") == 1 and "[4/24] runs/59to04/scratch/labels10/seed0" in console
+    assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # the others were not run again
+    assert len(read_csv(copy)) == 24
+
+
+def test_seed_preset_runs_only_the_notebook_stages(tmp_path: Path) -> None:
+    data = write_mnist(tmp_path / "data")
+    main(study_args(data, tmp_path / "out", "--preset", "seed", "--seeds", "1", "--epochs", "1"))
+    rows = read_csv(tmp_path / "out")
+    assert sorted(r["condition"] for r in rows) == ["pretrain", "pretrain", "transfer_frozen", "transfer_frozen"]
+    report = (tmp_path / "out/report.md").read_text()
+    assert "not drawn" in report and "no scratch or random-feature control" in report
+
+
+def test_std_and_gap_with_several_seeds() -> None:
+    a, b = Stat([0.90, 0.80]), Stat([0.50, 0.52])
+    assert a.cell() == "85.00 ± 7.07"
+    assert versus(a, b) == "+34.00 points, beyond the seed-to-seed spread"
+    assert versus(Stat([0.80, 0.90]), Stat([0.84, 0.86])) == "+0.00 points, within the seed-to-seed spread"
+
+
+def test_config_matches_the_signature() -> None:
+    config = build_parser().parse_args(["--config", str(REPO / "configs/study.yaml")])
+    assert config.seeds == 3 and config.label_budgets == [10, 100, 1000, None] and config.quick is False
+
+
+@pytest.mark.parametrize("bad", [["--preset", "bogus"], ["--seeds", "[]"], ["--seeds", "0"]])
+def test_bad_input_is_a_one_line_error(bad: list[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*bad, "--out", str(tmp_path / "out")])
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.startswith("lit_transfer.study: error:") and "\n" not in message
+    assert "preset" in message or "seeds" in message
+
+
+def test_bad_preset_from_the_shell(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lit_transfer.study", "--preset", "bogus", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().count("\n") == 0 and "preset" in result.stderr, result.stderr
