@@ -220,7 +220,9 @@ def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget:
         "",
         "Mean ± sample standard deviation over seeds (n/a with one seed), on the target digits' test images; "
         "the source run is tested on its own digits. Optimizer steps: epochs x batches per epoch (few steps, few "
-        "updates: read small-budget rows with that in mind). Training time is Lightning's `Timer` (fit only).",
+        "updates: read small-budget rows with that in mind). Training time is Lightning's `Timer` (fit only). "
+        "The notebook's transfer also copies the source's dense head (its outputs fit); the n-layer runs copy only "
+        "the first n weight layers and start the rest afresh (Yosinski et al.'s AnB).",
         "",
         "| direction | condition | labels per digit | optimizer steps | test accuracy % | seeds | training time s |",
         "|---|---|---|---|---|---|---|",
