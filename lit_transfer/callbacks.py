@@ -41,6 +41,12 @@ class FreezeFeatures(BaseFinetuning):
             raise ValueError(f"backbone_lr_factor must be positive, got {backbone_lr_factor}")
         self.depth, self.unfreeze_at_epoch, self.backbone_lr_factor = depth, unfreeze_at_epoch, backbone_lr_factor
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # BaseFinetuning freezes on every setup; the test that follows fit must see the layers as training left
+        # them (unfrozen after ``unfreeze_at_epoch``), so freeze for fitting only.
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
+
     def frozen_layers(self, pl_module: L.LightningModule) -> list[nn.Module]:
         return weight_layers(pl_module.backbone, pl_module.head)[: self.depth]
 
@@ -124,7 +130,8 @@ class StageReport(L.Callback):
             "test_images": summary["test_images"],
             "per_digit_acc": {str(d): a for d, a in zip(digits, summary["per_class_acc"], strict=True)},
             "confusion": summary["confusion"],
-            **count_params(pl_module),
+            # the counts during training; a test-only run counts what it loaded
+            **{k: fit.get(k, v) for k, v in count_params(pl_module).items()},
             "checkpoint": last,
             "best_checkpoint": best,
             "device": str(trainer.strategy.root_device),

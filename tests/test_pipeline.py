@@ -156,3 +156,20 @@ def test_bf16_mixed_precision_through_trainer_flags(mnist_root: Path, tmp_path: 
     report = results(only_run(runs / "finetune"))
     assert report["precision"] == "bf16-mixed" and 0 <= report["test_acc"] <= 1
     assert state(report["checkpoint"])["state_dict"]["head.0.weight"].dtype == torch.float32  # master weights
+
+
+def test_unfreezing_shows_in_the_parameter_counts(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    source = pretrain(mnist_root, runs)
+    run_cli(
+        "fit",
+        "--config=configs/finetune.yaml",
+        *common_args(mnist_root, runs, "finetune"),
+        "--trainer.max_epochs=2",
+        "--trainer.callbacks.unfreeze_at_epoch=1",
+        f"--ckpt_path={source}",
+    )
+    report = results(only_run(runs / "finetune"))
+    assert (report["trainable_params"], report["frozen_params"]) == (600_165, 0)
+    after = state(report["checkpoint"])["state_dict"]["backbone.0.weight"]
+    assert not torch.equal(after, state(source)["state_dict"]["backbone.0.weight"])
