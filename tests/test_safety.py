@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from conftest import common_args, run_cli
 
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, load_checkpoint
+from lit_transfer.cli import claim_run_dir
 
 
 class Payload:
@@ -75,3 +77,23 @@ def test_atomic_save_replaces_whole_files_only(tmp_path: Path) -> None:
         io.save_checkpoint({"a": lambda: None}, target)  # fails while writing the temporary file
     assert torch.equal(torch.load(target, weights_only=True)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def _claim(root: str, queue) -> None:
+    import os
+
+    os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    queue.put(str(claim_run_dir(root)))
+
+
+def test_runs_started_together_never_share_a_folder(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_claim, args=(str(tmp_path / "runs"), queue)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    claimed = [queue.get(timeout=5) for _ in procs]
+    assert len(set(claimed)) == 8
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(f"version_{i}" for i in range(8))
