@@ -118,6 +118,7 @@ class StageReport(L.Callback):
         results = {
             "stage": "finetune" if frozen_stage else "pretrain",
             "dataset": getattr(datamodule, "dataset", None),
+            "data_dir": getattr(datamodule, "data_dir", None),
             "digits": digits,
             "epochs": fit.get("epochs"),
             "train_time_s": fit.get("train_time_s"),
@@ -164,7 +165,8 @@ def format_report(r: dict[str, Any], path: Path) -> str:
         lines.append(f"checkpoint for the next stage: {r['checkpoint']}")
         if r["stage"] == "pretrain":
             config = "reverse_finetune" if set(r["digits"]) == {0, 1, 2, 3, 4} else "finetune"
+            data = f" --data.data_dir {r['data_dir']}" if r["data_dir"] not in (None, "data/", "data") else ""
             lines.append(
-                f"next: python -m lit_transfer fit --config configs/{config}.yaml --ckpt_path {r['checkpoint']}"
+                f"next: python -m lit_transfer fit --config configs/{config}.yaml{data} --ckpt_path {r['checkpoint']}"
             )
     return "\n".join(lines)

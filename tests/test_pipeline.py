@@ -110,19 +110,16 @@ def test_init_from_and_new_head_for_other_class_count(mnist_root: Path, tmp_path
     assert results(only_run(runs / "three"))["digits"] == [1, 2, 3]
 
 
-def test_reverse_configs_hand_off(mnist_root: Path, tmp_path: Path) -> None:
+def test_reverse_configs_hand_off_through_the_printed_command(mnist_root: Path, tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     base = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
     run_cli("fit", "--config=configs/reverse_pretrain.yaml", *common_args(mnist_root, runs, "a"), *base)
     source = only_run(runs / "a") / "checkpoints" / "last.ckpt"
     assert state(source)[MARKER]["digits"] == [0, 1, 2, 3, 4]
-    run_cli(
-        "fit",
-        "--config=configs/reverse_finetune.yaml",
-        *common_args(mnist_root, runs, "b"),
-        *base,
-        f"--ckpt_path={source}",
-    )
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("next: ")]
+    expected = f"configs/reverse_finetune.yaml --data.data_dir {mnist_root} --ckpt_path {source}"
+    assert line == f"next: python -m lit_transfer fit --config {expected}"
+    run_cli(*line.split()[4:], *common_args(mnist_root, runs, "b"), *base)  # the printed command, made tiny
     report = results(only_run(runs / "b"))
     assert report["digits"] == [5, 6, 7, 8, 9] and report["stage"] == "finetune"
     assert torch.equal(
