@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
@@ -227,12 +227,12 @@ class TransferModule(L.LightningModule):
         """Copy the backbone (and the head, when it fits) or the first ``transfer_layers`` weight layers."""
         checkpoint = load_checkpoint(path)
         meta = require_ours(checkpoint, path)
-        source = TransferModule(num_classes=meta.get("num_classes") or self.hparams.num_classes)
+        # The source network as it was trained (its own head width), loaded strictly: any missing or misshapen
+        # layer means another architecture.
+        source = nn.ModuleDict({"backbone": Backbone(), "head": Head(meta.get("num_classes") or 0)})
+        weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
         try:
-            source.load_state_dict(checkpoint["state_dict"], strict=False)
-            missing = [k for k in self.backbone.state_dict() if f"backbone.{k}" not in checkpoint["state_dict"]]
-            if missing:
-                raise RuntimeError(missing)
+            source.load_state_dict(weights)
         except RuntimeError:
             raise UserError(
                 f"the weights in {path} do not fit this model (different layers or shapes): "
