@@ -60,6 +60,11 @@ class FreezeFeatures(BaseFinetuning):
             )
 
 
+def frozen_stage(trainer: L.Trainer) -> bool:
+    """Whether this run freezes layers: what tells a stage-two checkpoint from a stage-one one."""
+    return any(isinstance(cb, FreezeFeatures) for cb in trainer.callbacks)
+
+
 def count_params(module: L.LightningModule) -> dict[str, int]:
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
@@ -110,13 +115,12 @@ class StageReport(L.Callback):
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], run_dir: Path) -> None:
         datamodule = trainer.datamodule
         digits = list(getattr(datamodule, "digits", range(len(summary["per_class_acc"]))))
-        frozen_stage = any(isinstance(cb, FreezeFeatures) for cb in trainer.callbacks)
         checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
         last = next((cb.last_model_path for cb in checkpoints if cb.last_model_path), None)
         best = next((cb.best_model_path for cb in checkpoints if cb.monitor and cb.best_model_path), None)
         fit = self.fit or {}
         results = {
-            "stage": "finetune" if frozen_stage else "pretrain",
+            "stage": "finetune" if frozen_stage(trainer) else "pretrain",
             "dataset": getattr(datamodule, "dataset", None),
             "data_dir": getattr(datamodule, "data_dir", None),
             "digits": digits,

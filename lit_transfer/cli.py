@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer.callbacks import FreezeFeatures, StageReport
+from lit_transfer.callbacks import StageReport, frozen_stage
 from lit_transfer.checkpoint import AtomicCheckpointIO, load_checkpoint, require_ours
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
@@ -100,8 +100,7 @@ class TransferCLI(LightningCLI):
 
     def _same_stage(self, ckpt_path: str) -> bool:
         meta = require_ours(load_checkpoint(ckpt_path), ckpt_path)
-        frozen = any(isinstance(cb, FreezeFeatures) for cb in self.trainer.callbacks)
-        here = (self.datamodule.dataset, list(self.datamodule.digits), frozen)
+        here = (self.datamodule.dataset, list(self.datamodule.digits), frozen_stage(self.trainer))
         return (meta.get("dataset"), list(meta.get("digits", [])), meta.get("frozen_stage")) == here
 
     def _refuse_overwrite(self, ckpt_path: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +43,7 @@ def check_idx_file(path: Path, magic: int, ndim: int) -> int:
             "replace it with the original uncompressed file"
         )
     dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = len(header) + int(torch.tensor(dims).prod())
+    expected = len(header) + math.prod(dims)
     if (actual := path.stat().st_size) != expected:
         raise UserError(
             f"{path} holds {actual} bytes but its header promises {expected} (truncated or damaged): "

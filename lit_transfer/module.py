@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from lit_transfer.callbacks import frozen_stage
 from lit_transfer.checkpoint import FORMAT, MARKER, load_checkpoint, require_ours
 from lit_transfer.cpu import tune_cpu
 from lit_transfer.errors import TrainingDiverged, UserError
@@ -117,9 +118,16 @@ class TransferModule(L.LightningModule):
         inputs, labels = batch
         logits = self._logits(inputs)
         loss = F.cross_entropy(logits, labels)
-        acc.update(logits.argmax(1), labels)
-        mean_loss.update(loss.detach(), weight=labels.shape[0])  # a per-image mean, like Keras' evaluate()
+        self._record(logits, labels, loss, acc, mean_loss)
         return loss
+
+    @staticmethod
+    def _record(logits: Tensor, labels: Tensor, loss: Tensor, acc: MulticlassAccuracy, mean_loss: MeanMetric) -> Tensor:
+        """Update a split's metrics; returns the predictions."""
+        preds = logits.argmax(1)
+        acc.update(preds, labels)
+        mean_loss.update(loss.detach(), weight=labels.shape[0])  # a per-image mean, like Keras' evaluate()
+        return preds
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         if self.automatic_optimization:
@@ -133,8 +141,7 @@ class TransferModule(L.LightningModule):
             loss, logits = self._graphed_step(inputs, labels, full_batch)
             self.graph_replays += self._graphed_step.replays - replays
             self.optimizers().step()
-            self.train_acc.update(logits.argmax(1), labels)
-            self.train_loss.update(loss, weight=labels.shape[0])
+            self._record(logits, labels, loss, self.train_acc, self.train_loss)
         self._watch_finite(loss)
         # Metric objects logged per epoch: Lightning computes (and syncs across processes) once per epoch.
         self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -158,9 +165,7 @@ class TransferModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         inputs, labels = batch
         logits = self._logits(inputs)
-        self.test_loss.update(F.cross_entropy(logits, labels), weight=labels.shape[0])
-        preds = logits.argmax(1)
-        self.test_acc.update(preds, labels)
+        preds = self._record(logits, labels, F.cross_entropy(logits, labels), self.test_acc, self.test_loss)
         self.test_confusion.update(preds, labels)
 
     def on_test_epoch_end(self) -> None:
@@ -267,7 +272,7 @@ class TransferModule(L.LightningModule):
             "dataset": getattr(datamodule, "dataset", None),
             "digits": list(getattr(datamodule, "digits", [])),
             "num_classes": self.hparams.num_classes,
-            "frozen_stage": any(type(cb).__name__ == "FreezeFeatures" for cb in self.trainer.callbacks),
+            "frozen_stage": frozen_stage(self.trainer),
         }
         # Lightning does not store the global RNG; dropout draws from it, so an exact resume needs it.
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
