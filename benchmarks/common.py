@@ -37,6 +37,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def peak_gpu_mb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
 def emit(record: dict) -> None:
     print("RESULT " + json.dumps(record), flush=True)
     sys.stdout.flush()

@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
 # The GPU check for a session that is lent a device (.library/device/README.md), as one call.
-# Prepare here first (wheels the device lacks, and the data, which does not travel from ../shared):
-#   echo /.whl/ >> .git/info/exclude; echo /.data/ >> .git/info/exclude
+# Prepare here first (wheels the device lacks, and the data, gzipped: ../shared does not travel, and the
+# working tree may carry 64 MiB at most):
+#   echo /.data/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       -d .whl jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0
-#   mkdir -p .data/MNIST && cp -r ../shared/data/MNIST/raw .data/MNIST/
+#   mkdir -p .data/MNIST/raw && for f in ../shared/data/MNIST/raw/*; do gzip -c $f > .data/MNIST/raw/${f##*/}.gz; done
 # Then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".data"], timeout_s=480), and give_back.
-# It prints and saves under $OUT: the CUDA tests (graphed step == eager), then the benchmark on the GPU.
+# Under $OUT (8 files at most come back): steps.txt (timeline), env.txt, tests.log (the CUDA-graph tests),
+# profile.log (Lightning's SimpleProfiler on stage one), bench.log + bench_bar.log and their JSON records.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+T0=$(date +%s)
+step() { echo "== $(($(date +%s) - T0)) s: $*" | tee -a "$OUT/steps.txt"; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   && export PYTHONPATH=/tmp/site || exit 1
 python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+gunzip -kf .data/MNIST/raw/*.gz || exit 1
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -m pytest -q tests/test_graphs.py tests/test_speed_paths.py 2>&1 | tail -15 | tee "$OUT/tests.log"
-timeout 330 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours plain_ftz lightning \
-  --ours_args=--trainer.accelerator=gpu 2>&1 | tee "$OUT/bench.log"
+step "environment"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import sys, torch, lightning, torchmetrics, jsonargparse as j; print(sys.version.split()[0], torch.__version__,
+    lightning.__version__, torchmetrics.__version__, j.__version__, torch.cuda.get_device_name())"
+  lscpu | grep -E "Model name|^CPU\(s\)"
+} 2>&1 | tee "$OUT/env.txt"
+step "tests: graphed step == eager on CUDA, the speed paths, the NaN stop on CUDA"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py tests/test_speed_paths.py \
+  tests/test_errors.py::test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint 2>&1 \
+  | tail -20 | tee "$OUT/tests.log"
+step "profile: stage one with Lightning's SimpleProfiler"
+timeout 90 python3 -m lit_transfer fit --config configs/pretrain.yaml --data.data_dir .data --data.download false \
+  --trainer.default_root_dir /tmp/profile --trainer.enable_progress_bar false --trainer.profiler simple \
+  > "$OUT/profile.log" 2>&1
+step "benchmark: 3 repeats, interleaved"
+timeout 330 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours ours_eager plain_ftz lightning 2>&1 \
+  | tee "$OUT/bench.log"
+step "benchmark: lit_transfer with its progress bar, 1 run"
+timeout 60 python3 benchmarks/run.py --data_dir .data --repeats 1 --only ours_bar 2>&1 | tee "$OUT/bench_bar.log"
 cp benchmarks/out/*.json "$OUT/" 2>/dev/null
+step "done"

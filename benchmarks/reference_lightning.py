@@ -11,7 +11,7 @@ import time
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import DATA_DIR, REVERSE, STAGES, emit, notebook_cnn, peak_rss_mb, split_indices
+from common import DATA_DIR, REVERSE, STAGES, emit, notebook_cnn, peak_gpu_mb, peak_rss_mb, split_indices
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
@@ -70,6 +70,7 @@ def main() -> None:
                 "images_per_s": args.epochs * len(train) / seconds,
                 "test_acc": correct / len(test),
                 "peak_rss_mb": peak_rss_mb(),
+                "peak_gpu_mb": peak_gpu_mb(),
             }
         )
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from common import DATA_DIR, REVERSE, STAGES, emit, mnist, notebook_cnn, peak_rss_mb, split_indices
+from common import DATA_DIR, REVERSE, STAGES, emit, mnist, notebook_cnn, peak_gpu_mb, peak_rss_mb, split_indices
 
 
 def main() -> None:
@@ -66,6 +66,7 @@ def main() -> None:
                 "images_per_s": args.epochs * len(y) / seconds,
                 "test_acc": (logits.argmax(1) == ty).float().mean().item(),
                 "peak_rss_mb": peak_rss_mb(),
+                "peak_gpu_mb": peak_gpu_mb(),
             }
         )
 

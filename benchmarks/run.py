@@ -27,17 +27,21 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
+class BenchmarkFailed(Exception):
+    pass
+
+
 def run(cmd: list[str], cwd: Path) -> tuple[str, float]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode:
-        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
+        raise BenchmarkFailed(f"benchmark command failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
     return done.stdout, wall
 
 
-def ours(data_dir: str, extra: list[str]) -> list[dict]:
+def ours(data_dir: str, extra: list[str], label: str = "lit_transfer") -> list[dict]:
     root = Path(tempfile.mkdtemp(prefix="lit_transfer_bench_"))
     common = [f"--data.data_dir={data_dir}", "--data.download=false", "--trainer.enable_progress_bar=false", *extra]
     py = [sys.executable, "-m", "lit_transfer", "fit"]
@@ -57,7 +61,7 @@ def ours(data_dir: str, extra: list[str]) -> list[dict]:
     records = []
     for stage, r, wall in (("stage_one", first, wall1), ("stage_two", second, wall2)):
         keep = ("train_time_s", "images_per_s", "test_acc", "peak_rss_mb", "peak_gpu_mb")
-        records.append({"impl": "lit_transfer", "stage": stage, "command_wall_s": wall, **{k: r[k] for k in keep}})
+        records.append({"impl": label, "stage": stage, "command_wall_s": wall, **{k: r[k] for k in keep}})
     return records
 
 
@@ -67,6 +71,11 @@ def reference(script: str, data_dir: str, extra: list[str]) -> list[dict]:
     for r in records:
         r["command_wall_s"] = wall / len(records)  # one process for both stages
     return records
+
+
+def gpu_mb(records: list[dict]) -> str:
+    values = [r["peak_gpu_mb"] for r in records if r.get("peak_gpu_mb") is not None]
+    return f"{statistics.median(values):,.0f}" if values else "-"
 
 
 def environment() -> dict:
@@ -88,20 +97,36 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--only", nargs="*", default=["ours", "plain_ftz", "plain", "lightning"])
+    p.add_argument(
+        "--only",
+        nargs="*",
+        default=["ours", "plain_ftz", "plain", "lightning"],
+        choices=["ours", "ours_eager", "ours_bar", "plain_ftz", "plain", "lightning"],
+        help="ours_eager: lit_transfer with --model.cuda_graph=false; ours_bar: with the progress bar users see",
+    )
     p.add_argument("--ours_args", nargs="*", default=[], help="extra CLI arguments for lit_transfer")
     args = p.parse_args()
     data_dir = str(Path(args.data_dir).resolve())
     impls = {
         "ours": lambda: ours(data_dir, args.ours_args),
+        "ours_eager": lambda: ours(data_dir, [*args.ours_args, "--model.cuda_graph=false"], "lit_transfer, eager"),
+        "ours_bar": lambda: ours(
+            data_dir, [*args.ours_args, "--trainer.enable_progress_bar=true"], "lit_transfer, progress bar on"
+        ),
         "plain_ftz": lambda: reference("reference_plain.py", data_dir, ["--ftz"]),
         "plain": lambda: reference("reference_plain.py", data_dir, []),
         "lightning": lambda: reference("reference_lightning.py", data_dir, []),
     }
     records: list[dict] = []
+    failed: list[str] = []
     for rep in range(args.repeats):
         for name in args.only:
-            new = impls[name]()
+            try:
+                new = impls[name]()
+            except BenchmarkFailed as err:  # the others still run: one broken path must not hide the rest
+                print(err, flush=True)
+                failed.append(name)
+                continue
             for r in new:
                 r["repeat"] = rep
                 print(json.dumps(r), flush=True)
@@ -112,11 +137,13 @@ def main() -> None:
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"environment": env, "records": records}, indent=1))
     print(f"\n{env}\nmedians of {args.repeats} runs (all records: {path})")
-    print("| implementation | stage | train s | images/s | test acc | peak RSS MB | whole command s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| implementation | stage | train s | images/s | test acc | peak RSS MB | peak GPU MB | whole command s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for impl in dict.fromkeys(r["impl"] for r in records):
         for stage in ("stage_one", "stage_two"):
             rs = [r for r in records if r["impl"] == impl and r["stage"] == stage]
+            if not rs:
+                continue
             keys = ("train_time_s", "images_per_s", "test_acc", "peak_rss_mb", "command_wall_s")
             med = {k: statistics.median(r[k] for r in rs) for k in keys}
             cells = [
@@ -124,9 +151,12 @@ def main() -> None:
                 f"{med['images_per_s']:,.0f}",
                 f"{100 * med['test_acc']:.2f}%",
                 f"{med['peak_rss_mb']:,.0f}",
+                gpu_mb(rs),
                 f"{med['command_wall_s']:.1f}",
             ]
             print(f"| {impl} | {stage} | " + " | ".join(cells) + " |")
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -86,7 +86,9 @@ class TransferModule(L.LightningModule):
         n = max(num_classes, 2)
         metric = dict(num_classes=n, average="micro", validate_args=False)  # no host sync per step
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(3))
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # nan_strategy="disable": the default ("warn") tests for NaN with a host sync on every update, which stalls
+        # the GPU once per step. A NaN training loss is caught by _watch_finite; a NaN validation loss shows as NaN.
+        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
         self.test_confusion = MulticlassConfusionMatrix(n, validate_args=False)
         self.test_summary: dict | None = None
         self._images: Tensor | None = None  # the train loader's images while it serves cached features
@@ -126,10 +128,13 @@ class TransferModule(L.LightningModule):
         """Update a split's metrics; returns the predictions."""
         preds = logits.argmax(1)
         acc.update(preds, labels)
-        mean_loss.update(loss.detach(), weight=labels.shape[0])  # a per-image mean, like Keras' evaluate()
+        # A per-image mean, like Keras' evaluate(): the batch mean counted once per image. (With nan_strategy
+        # "disable", torchmetrics 1.9 ignores ``weight``, so the weighting is spelled out as a broadcast view.)
+        mean_loss.update(loss.detach().expand(labels.shape[0]))
         return preds
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        step = self.global_step  # this step's number: the manual path's optimizer step below increments it
         if self.automatic_optimization:
             loss = self._step(batch, self.train_acc, self.train_loss)
         else:  # the CUDA-graph path: forward and backward replayed, then an eager optimizer step
@@ -142,7 +147,7 @@ class TransferModule(L.LightningModule):
             self.graph_replays += self._graphed_step.replays - replays
             self.optimizers().step()
             self._record(logits, labels, loss, self.train_acc, self.train_loss)
-        self._watch_finite(loss)
+        self._watch_finite(loss, step)
         # Metric objects logged per epoch: Lightning computes (and syncs across processes) once per epoch.
         self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -184,18 +189,18 @@ class TransferModule(L.LightningModule):
         for metric in (self.test_loss, self.test_acc, self.test_confusion):
             metric.reset()
 
-    def _watch_finite(self, loss: Tensor) -> None:
+    def _watch_finite(self, loss: Tensor, step: int) -> None:
         """Stop on a NaN/inf loss, naming the step. Free to check on the CPU; on an accelerator the first bad
         step is recorded on the device and checked before each checkpoint and at each epoch end (no per-step sync),
         so a checkpoint written after the loss went bad never replaces the last good one."""
         if loss.device.type == "cpu":
             if not torch.isfinite(loss):
-                self._diverged(self.global_step, loss.item())
+                self._diverged(step, loss.item())
             return
         if self._bad_step is None or self._bad_step.device != loss.device:
             self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
         bad = ~torch.isfinite(loss) & (self._bad_step < 0)
-        self._bad_step = torch.where(bad, self.global_step, self._bad_step)
+        self._bad_step = torch.where(bad, step, self._bad_step)
 
     def _check_finite(self) -> None:
         if self._bad_step is not None and (step := int(self._bad_step)) >= 0:

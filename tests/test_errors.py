@@ -8,7 +8,9 @@ import pytest
 import torch
 from conftest import common_args, run_cli, write_idx
 
+import lit_transfer.module as module_file
 from lit_transfer.checkpoint import MARKER
+from lit_transfer.graphs import capture_eager
 
 
 def fails(capsys, *args: str) -> str:
@@ -124,12 +126,23 @@ def test_existing_checkpoints_are_never_overwritten(mnist_root: Path, tmp_path: 
     assert (folder / "last.ckpt").read_bytes() == b"precious"
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+# On the CPU the loss is checked every step; on CUDA the first bad step is kept on the device (no per-step sync) and
+# checked before each checkpoint, through the CUDA-graph path, which counts its optimizer step inside training_step.
+@pytest.mark.parametrize("device", ["cpu", "cpu-graphed-path", pytest.param("cuda", marks=CUDA)])
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
-    mnist_root: Path, tmp_path: Path, capsys
+    device: str, mnist_root: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
+    if device == "cpu-graphed-path":  # the CUDA-graph path's logic, its capture stood in on the CPU
+        monkeypatch.setattr(module_file, "graphs_safe", lambda trainer: True)
+        monkeypatch.setattr(module_file, "GRAPH_CAPTURE", capture_eager)
+        device = "cpu"
     message = fails(
         capsys,
         *fit_args(mnist_root, tmp_path),
+        f"--trainer.accelerator={device}",
         "--model.optimizer=torch.optim.SGD",
         "--model.optimizer.lr=1e20",  # blows the weights up within a few steps
         "--data.batch_size=4",
@@ -139,6 +152,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     step = int(message.split(" at step ")[1].split()[0])
     (last,) = (tmp_path / "runs").rglob("last.ckpt")
     assert str(last) in message
-    state = torch.load(last, weights_only=True)
+    state = torch.load(last, weights_only=True, map_location="cpu")
     assert state["global_step"] == step  # written after the last good step, and not replaced since
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values())

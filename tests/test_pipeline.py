@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import CONFIGS, common_args, only_run, results, run_cli
 
 from lit_transfer.checkpoint import MARKER
+from lit_transfer.data import DigitsDataModule
+from lit_transfer.module import TransferModule
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
@@ -137,6 +140,16 @@ def test_test_subcommand_reports_real_digits(mnist_root: Path, tmp_path: Path) -
     assert report["test_images"] == 20  # 4 test images of each of the 5 digits
     assert report["test_acc"] == pytest.approx(fit_report["test_acc"])  # the fit's final weights = last.ckpt
     assert report["train_time_s"] is None
+    # Recomputed by hand: a per-image mean over all 20 images, though the batches are 16 + 4.
+    datamodule = DigitsDataModule(data_dir=str(mnist_root), digits=[5, 6, 7, 8, 9], download=False)
+    datamodule.setup("test")
+    images, labels = datamodule.test_dataloader().inputs, datamodule.test_dataloader().targets
+    model = TransferModule(num_classes=5)
+    model.load_state_dict(state(source)["state_dict"])
+    with torch.no_grad():
+        logits = model.eval()(images)
+    assert report["test_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert report["test_acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
 
 
 def test_bf16_mixed_precision_through_trainer_flags(mnist_root: Path, tmp_path: Path) -> None:
