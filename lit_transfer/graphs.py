@@ -1,91 +1,67 @@
-"""The training step's forward and backward as CUDA graphs: captured once per input shape, replayed per batch.
+"""The network's forward and backward as CUDA graphs, one per input kind, for full training batches.
 
 A CUDA graph replays a fixed sequence of kernels with one launch, removing the per-kernel CPU overhead that
-dominates a model this small on a big GPU. Written by hand because Lightning has no CUDA-graph step and
-``torch.compile(mode="reduce-overhead")`` costs far more compile time than the whole training takes here.
-The optimizer step stays outside the graph (eager, foreach kernels), so Lightning's step counting, checkpoints
-and ``BaseFinetuning``'s parameter groups work unchanged.
+dominates a model this small on a big GPU. PyTorch's ``torch.cuda.make_graphed_callables`` does the capture: it
+returns a module whose forward and backward each replay a graph inside an ordinary autograd function, so the loss,
+``loss.backward()``, the optimizer and everything Lightning does around them (step counting, gradient clipping
+and accumulation, ``BaseFinetuning``'s parameter groups) stay as they are. Lightning has no CUDA-graph step of its
+own, and ``torch.compile(mode="reduce-overhead")`` costs far more compile time than the whole training takes here.
+
+An earlier hand-written capture of forward + backward + gradient writes trained measurably worse on an H200
+(98.2% instead of 99.2% on 5-9) and was replaced by this one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-StepFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (inputs, labels) -> (loss, logits), backward done
+# (module, sample input) -> a module computing the same, replayed from a graph; the tests swap in an identity on
+# the CPU to check the logic around it (which batches go through a graph, which kind, when graphs are rebuilt).
+GraphFn = Callable[[nn.Module, Tensor], nn.Module]
 
 
-def capture_cuda(fn: StepFn, inputs: Tensor, labels: Tensor) -> tuple[Callable[[], None], tuple[Tensor, Tensor]]:
-    """Capture ``fn`` on static tensors; return the graph's replay and its static outputs (not yet computed)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = fn(inputs, labels)
-    return graph.replay, outputs
+def graph_cuda(module: nn.Module, sample: Tensor) -> nn.Module:
+    # The warm-up iterations run on a copy of the batch and use torch.autograd.grad: no parameter or .grad changes.
+    return torch.cuda.make_graphed_callables(module, (sample.clone(),))
 
 
-def capture_eager(fn: StepFn, inputs: Tensor, labels: Tensor) -> tuple[Callable[[], None], tuple[Tensor, Tensor]]:
-    """A stand-in for ``capture_cuda`` on the CPU: "replaying" reruns ``fn`` into the same output tensors, so the
-    logic around the graph (static buffers, shapes, warm-up, fallback) is testable without a GPU."""
-    with torch.random.fork_rng(devices=[]):  # a real capture runs nothing: draw no random numbers either
-        outputs = tuple(t.clone() for t in fn(inputs, labels))
+class _Forward(nn.Module):
+    """``fn`` as a module whose parameters are those of ``parts``: what ``make_graphed_callables`` needs to know
+    which gradients the graphed backward must return."""
 
-    def replay() -> None:
-        for static, fresh in zip(outputs, fn(inputs, labels), strict=True):
-            static.copy_(fresh)
+    def __init__(self, fn: Callable[[Tensor], Tensor], parts: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.fn = fn
 
-    return replay, outputs
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.fn(inputs)
 
 
-class GraphedStep:
-    """Runs ``forward_backward`` eagerly for the first ``warmup`` batches of each kind, then as a graph.
+class GraphedForward:
+    """Computes ``fn(inputs)`` through a CUDA graph for full batches, eagerly otherwise.
 
     A kind is the input shape and dtype (full batches of images, of cached features, ...) and which parameters
-    train; other shapes (the short last batch) run eagerly. ``forward_backward`` must zero existing gradients
-    itself, so that a replay overwrites them instead of accumulating.
+    train; each kind is graphed on its first batch. Other batch sizes (the short last batch) run eagerly. Kept out
+    of the LightningModule's submodules on purpose, so its modules never appear in a checkpoint.
     """
 
-    def __init__(
-        self, forward_backward: StepFn, params: Sequence[nn.Parameter], warmup: int = 2, capture: Any = None
-    ) -> None:
-        self.forward_backward, self.params, self.warmup = forward_backward, list(params), warmup
-        self.capture = capture or capture_cuda
-        self.seen: dict[tuple, int] = {}
-        self.graphs: dict[tuple, tuple[Callable[[], None], Tensor, Tensor, tuple[Tensor, Tensor]]] = {}
+    def __init__(self, fn: Callable[[Tensor], Tensor], parts: Sequence[nn.Module], graph: GraphFn = graph_cuda) -> None:
+        self.fn, self.parts, self.graph = fn, list(parts), graph
+        self.graphs: dict[tuple, nn.Module] = {}
         self.replays = 0
 
     def key(self, inputs: Tensor) -> tuple:
-        return (tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for p in self.params))
+        return (tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for m in self.parts for p in m.parameters()))
 
-    def __call__(self, inputs: Tensor, labels: Tensor, full_batch: int) -> tuple[Tensor, Tensor]:
-        key = self.key(inputs)
+    def __call__(self, inputs: Tensor, full_batch: int) -> Tensor:
         if inputs.shape[0] != full_batch:
-            return self.forward_backward(inputs, labels)  # the short last batch
+            return self.fn(inputs)
+        key = self.key(inputs)
         if key not in self.graphs:
-            self.seen[key] = self.seen.get(key, 0) + 1
-            if self.seen[key] <= self.warmup:
-                return self._warm(inputs, labels)
-            static_inputs, static_labels = inputs.clone(), labels.clone()
-            for p in self.params:  # the graph's backward allocates the gradients it will overwrite on replay
-                p.grad = None
-            replay, outputs = self.capture(self.forward_backward, static_inputs, static_labels)
-            self.graphs[key] = (replay, static_inputs, static_labels, outputs)
-        replay, static_inputs, static_labels, outputs = self.graphs[key]
-        static_inputs.copy_(inputs)
-        static_labels.copy_(labels)
-        replay()
+            self.graphs[key] = self.graph(_Forward(self.fn, self.parts), inputs)
         self.replays += 1
-        return outputs
-
-    def _warm(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        # CUDA graphs need the libraries' lazy set-up done before capture, on a side stream; these are real steps.
-        if not inputs.is_cuda:
-            return self.forward_backward(inputs, labels)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            outputs = self.forward_backward(inputs, labels)
-        torch.cuda.current_stream().wait_stream(stream)
-        return outputs
+        return self.graphs[key](inputs)

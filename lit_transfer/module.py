@@ -17,25 +17,24 @@ from lit_transfer.callbacks import frozen_stage
 from lit_transfer.checkpoint import FORMAT, MARKER, load_checkpoint, require_ours
 from lit_transfer.cpu import tune_cpu
 from lit_transfer.errors import TrainingDiverged, UserError
-from lit_transfer.graphs import GraphedStep, capture_cuda
+from lit_transfer.graphs import GraphedForward, graph_cuda
 from lit_transfer.loader import TensorBatches
 from lit_transfer.model import FEATURE_SHAPE, Backbone, Head, weight_layers
 
 CACHE_CHUNK = 256  # images per forward pass when caching frozen features: cache-friendly, 2x faster than 2048
 
 
-GRAPH_CAPTURE = capture_cuda  # the tests swap in capture_eager to check the graphed path's logic on the CPU
+GRAPH_FN = graph_cuda  # the tests swap in a stand-in to check the graphed path's logic on the CPU
 
 
 def graphs_safe(trainer: L.Trainer) -> bool:
-    """CUDA graphs where they are known to be exact: one CUDA device, fp32, no clipping or accumulation (DDP's
-    gradient all-reduce and AMP's scaler cannot be captured as they are)."""
+    """CUDA graphs where they are known to be exact: one CUDA device, fp32 (autocast's cache cannot be graphed),
+    no gradient accumulation (a graph's gradient buffers are overwritten by the next replay)."""
     return (
         trainer.strategy.root_device.type == "cuda"
         and trainer.world_size == 1
         and str(trainer.precision) == "32-true"
         and trainer.accumulate_grad_batches == 1
-        and not trainer.gradient_clip_val
     )
 
 
@@ -68,8 +67,9 @@ class TransferModule(L.LightningModule):
                 the backbone, and the head too when it fits.
             cache_features: While the backbone is frozen, compute its deterministic part once per dataset and
                 train the head on the cached output (dropout still applied on the fly); same result, less work.
-            cuda_graph: On one CUDA device with 32-bit precision, replay each full batch's forward and backward as
-                a CUDA graph (the optimizer step stays eager); elsewhere, or when false, the usual eager step.
+            cuda_graph: On one CUDA device with 32-bit precision, replay each full training batch's forward and
+                backward as CUDA graphs (loss, optimizer and Lightning's loop unchanged); elsewhere, or when false,
+                the usual eager step.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -78,8 +78,8 @@ class TransferModule(L.LightningModule):
             raise UserError(f"--model.transfer_layers is {transfer_layers}: give 1 to 4 (weight layers from the input)")
         self.init_from, self.transfer_layers, self.cache_features = init_from, transfer_layers, cache_features
         self.cuda_graph = cuda_graph
-        self._graphed_step: GraphedStep | None = None
-        self.graph_replays = 0  # training steps run as a graph replay (reported, and checked by the tests)
+        self._graphed: GraphedForward | None = None
+        self.graph_replays = 0  # training batches run as graph replays (checked by the tests)
         self.backbone = Backbone()
         self.head = Head(num_classes)
         # torchmetrics needs two classes at least; a single-digit run still gets correct (trivial) metrics.
@@ -111,6 +111,14 @@ class TransferModule(L.LightningModule):
         return self.head(self.backbone(self.normalize(images)))
 
     def _logits(self, inputs: Tensor) -> Tensor:
+        if self._graphed is not None and self.training and torch.is_grad_enabled():
+            before = self._graphed.replays
+            logits = self._graphed(inputs, full_batch=self.trainer.datamodule.batch_size)
+            self.graph_replays += self._graphed.replays - before
+            return logits
+        return self._eager_logits(inputs)
+
+    def _eager_logits(self, inputs: Tensor) -> Tensor:
         # Batches are images (N, 28, 28), or cached pooled features (N, 32, 12, 12) while the backbone is frozen.
         if inputs.dim() == 4:
             return self.head(self.backbone.from_pooled(self._layout(inputs)))
@@ -134,33 +142,12 @@ class TransferModule(L.LightningModule):
         return preds
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        step = self.global_step  # this step's number: the manual path's optimizer step below increments it
-        if self.automatic_optimization:
-            loss = self._step(batch, self.train_acc, self.train_loss)
-        else:  # the CUDA-graph path: forward and backward replayed, then an eager optimizer step
-            inputs, labels = batch
-            if self._graphed_step is None:
-                self._graphed_step = GraphedStep(self._forward_backward, list(self.parameters()), capture=GRAPH_CAPTURE)
-            full_batch = getattr(self.trainer.datamodule, "batch_size", inputs.shape[0])
-            replays = self._graphed_step.replays
-            loss, logits = self._graphed_step(inputs, labels, full_batch)
-            self.graph_replays += self._graphed_step.replays - replays
-            self.optimizers().step()
-            self._record(logits, labels, loss, self.train_acc, self.train_loss)
-        self._watch_finite(loss, step)
+        loss = self._step(batch, self.train_acc, self.train_loss)
+        self._watch_finite(loss, self.global_step)
         # Metric objects logged per epoch: Lightning computes (and syncs across processes) once per epoch.
         self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
-
-    def _forward_backward(self, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        for p in self.parameters():  # inside the graph: each replay overwrites the gradients
-            if p.grad is not None:
-                p.grad.zero_()
-        logits = self._logits(inputs)
-        loss = F.cross_entropy(logits, labels)
-        loss.backward()
-        return loss.detach(), logits.detach()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_acc, self.val_loss)
@@ -229,9 +216,6 @@ class TransferModule(L.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
         if stage == "fit" and self.init_from:
             self.transfer_from(self.init_from)
-        if stage == "fit":
-            # Manual optimization only for the graphed step; everywhere else Lightning's usual automatic loop.
-            self.automatic_optimization = not (self.cuda_graph and graphs_safe(self.trainer))
 
     def transfer_from(self, path: str) -> None:
         """Copy the backbone (and the head, when it fits) or the first ``transfer_layers`` weight layers."""
@@ -315,8 +299,12 @@ class TransferModule(L.LightningModule):
                 cache[start : start + len(chunk)] = self.backbone.pooled(self.normalize(chunk))
         return cache
 
+    def on_train_start(self) -> None:
+        if self.cuda_graph and graphs_safe(self.trainer) and hasattr(self.trainer.datamodule, "batch_size"):
+            self._graphed = GraphedForward(self._eager_logits, [self.backbone, self.head], GRAPH_FN)
+
     def on_train_end(self) -> None:
-        self._graphed_step = None  # frees the graphs' memory pools
+        self._graphed = None  # frees the graphs' memory pools
         loader = self.trainer.train_dataloader
         if self._images is not None and isinstance(loader, TensorBatches):
             loader.inputs, self._images = self._images, None

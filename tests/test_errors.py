@@ -10,7 +10,6 @@ from conftest import common_args, run_cli, write_idx
 
 import lit_transfer.module as module_file
 from lit_transfer.checkpoint import MARKER
-from lit_transfer.graphs import capture_eager
 
 
 def fails(capsys, *args: str) -> str:
@@ -130,14 +129,14 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 # On the CPU the loss is checked every step; on CUDA the first bad step is kept on the device (no per-step sync) and
-# checked before each checkpoint, through the CUDA-graph path, which counts its optimizer step inside training_step.
+# checked before each checkpoint, here through the CUDA-graph path.
 @pytest.mark.parametrize("device", ["cpu", "cpu-graphed-path", pytest.param("cuda", marks=CUDA)])
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     device: str, mnist_root: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     if device == "cpu-graphed-path":  # the CUDA-graph path's logic, its capture stood in on the CPU
         monkeypatch.setattr(module_file, "graphs_safe", lambda trainer: True)
-        monkeypatch.setattr(module_file, "GRAPH_CAPTURE", capture_eager)
+        monkeypatch.setattr(module_file, "GRAPH_FN", lambda module, sample: module)
         device = "cpu"
     message = fails(
         capsys,
