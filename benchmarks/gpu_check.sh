@@ -6,9 +6,9 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       -d .whl jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0
 #   mkdir -p .data/MNIST/raw && for f in ../shared/data/MNIST/raw/*; do gzip -c $f > .data/MNIST/raw/${f##*/}.gz; done
-# Then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".data"], timeout_s=480), and give_back.
+# Then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".data"], timeout_s=480)  # ~7 min, and give_back.
 # Under $OUT (8 files at most come back): steps.txt (timeline), env.txt, tests.log (the CUDA-graph tests),
-# profile.log (Lightning's SimpleProfiler on stage one), bench.log + bench_bar.log and their JSON records.
+# profile.log (Lightning's SimpleProfiler on stage one), bench.log + bench_more.log and their JSON records.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -27,17 +27,18 @@ step "environment"
   lscpu | grep -E "Model name|^CPU\(s\)"
 } 2>&1 | tee "$OUT/env.txt"
 step "tests: graphed step == eager on CUDA, the speed paths, the NaN stop on CUDA"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_graphs.py tests/test_speed_paths.py \
+timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py tests/test_speed_paths.py \
   tests/test_errors.py::test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint 2>&1 \
-  | tail -20 | tee "$OUT/tests.log"
+  | tail -40 | tee "$OUT/tests.log"
 step "profile: stage one with Lightning's SimpleProfiler"
 timeout 90 python3 -m lit_transfer fit --config configs/pretrain.yaml --data.data_dir .data --data.download false \
   --trainer.default_root_dir /tmp/profile --trainer.enable_progress_bar false --trainer.profiler simple \
   > "$OUT/profile.log" 2>&1
-step "benchmark: 3 repeats, interleaved"
-timeout 330 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours ours_eager plain_ftz lightning 2>&1 \
-  | tee "$OUT/bench.log"
-step "benchmark: lit_transfer with its progress bar, 1 run"
-timeout 60 python3 benchmarks/run.py --data_dir .data --repeats 1 --only ours_bar 2>&1 | tee "$OUT/bench_bar.log"
+# On an H200 (2026-11-27) one repeat of ours + plain took ~65 s, of ours_eager + lightning ~75 s.
+step "benchmark: lit_transfer and the plain loop, 3 repeats, interleaved"
+timeout 240 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours plain_ftz 2>&1 | tee "$OUT/bench.log"
+step "benchmark: lit_transfer eager, the typical Lightning script, 1 run each"
+timeout 120 python3 benchmarks/run.py --data_dir .data --repeats 1 --only ours_eager lightning 2>&1 \
+  | tee "$OUT/bench_more.log"
 cp benchmarks/out/*.json "$OUT/" 2>/dev/null
 step "done"
