@@ -1,88 +1,24 @@
-"""The transfer study's report: ``results.csv``, ``report.md`` (table, answer from the numbers) and PNG plots.
-
-Plots use matplotlib's object API (``Figure`` renders with Agg on ``savefig``): no pyplot state, no display.
-"""
+"""The transfer study's report: ``results.csv`` and ``report.md`` (table, the answer derived from the numbers,
+the plots drawn by ``lit_transfer.plots``)."""
 
 from __future__ import annotations
 
 import csv
 import datetime
-import itertools
 import json
 import math
 import os
 import platform
-import statistics
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
 
-CONDITIONS = ["pretrain", "transfer_frozen", "transfer_finetune", "scratch", "random_frozen", "transfer_depth"]
-BUDGET_CURVES = ["transfer_frozen", "transfer_finetune", "scratch", "random_frozen"]  # accuracy vs labels
-STYLES = {  # the same in every plot; fine-tuning hollow and dashed, so frozen transfer shows when they coincide
-    "transfer_frozen": {"color": "tab:blue", "marker": "o", "markersize": 9},
-    "transfer_finetune": {"color": "tab:green", "marker": "s", "ls": "--", "markerfacecolor": "none", "mew": 1.5},
-    "scratch": {"color": "tab:orange", "marker": "^"},
-    "random_frozen": {"color": "tab:gray", "marker": "v", "ls": ":"},
-}
-DEPTH_COLOURS = ["tab:purple", "tab:brown", "tab:pink"]  # n = 1, 2, 3
+from lit_transfer.plots import draw
+from lit_transfer.rows import CONDITIONS, Stat, acc, arrow, budget_text, label, select
+
 SMOKE_STEPS = 100  # fewer optimizer steps than this in every target run: the report says it is a smoke test
-
-
-def look(condition: str, depth: int | None) -> dict[str, Any]:
-    return STYLES.get(condition, {"color": DEPTH_COLOURS[(depth or 1) - 1], "marker": "D", "ls": "-."})
-
-
-def label(condition: str, depth: int | None, warmup: int) -> str:
-    if condition == "transfer_depth":
-        return f"first {depth} layer{'s' * (depth != 1)} transferred + frozen (n={depth})"
-    unfrozen = f"after {warmup} frozen epoch{'s' * (warmup != 1)}" if warmup else "from the start"
-    return {
-        "pretrain": "source run (pretrain, tested on the source digits)",
-        "transfer_frozen": "transfer, backbone frozen (the notebook)",
-        "transfer_finetune": f"transfer, fine-tuned {unfrozen}",
-        "scratch": "from scratch",
-        "random_frozen": "random backbone, frozen (control)",
-    }[condition]
-
-
-def budget_text(labels: int | None) -> str:
-    return "all labels" if labels is None else f"{labels} labels per digit"
-
-
-def arrow(direction: str) -> str:
-    return direction.replace("->", "→")
-
-
-def select(rows: list[dict], direction: str, condition: str, labels: Any = "any", depth: Any = "any") -> list[dict]:
-    """The rows of one direction and condition; ``labels`` and ``depth`` narrow it unless ``"any"``."""
-    wanted = {"direction": direction, "condition": condition, "labels_per_class": labels, "depth": depth}
-    return [r for r in rows if all(v == "any" or r[k] == v for k, v in wanted.items())]
-
-
-class Stat:
-    """Mean and sample standard deviation of a metric over the seeds of one condition."""
-
-    def __init__(self, values: Iterable[float]) -> None:
-        self.values = list(values)
-        self.n = len(self.values)
-        self.mean = statistics.fmean(self.values) if self.values else math.nan
-        self.std = statistics.stdev(self.values) if self.n > 1 else None
-
-    def pct(self) -> str:
-        return f"{100 * self.mean:.2f}%"
-
-    def cell(self) -> str:
-        return f"{100 * self.mean:.2f} ± " + ("n/a" if self.std is None else f"{100 * self.std:.2f}")
-
-
-def acc(rows: list[dict], *key: Any) -> Stat:
-    return Stat(r["test_acc"] for r in select(rows, *key))
 
 
 def real_gap(a: Stat, b: Stat) -> bool | None:
@@ -159,7 +95,6 @@ def caution(rows: list[dict], batch_size: int) -> list[str]:
             "study runs end to end; they do not answer the question. Run the full study for that.*", ""]  # fmt: skip
 
 
-# --- files -----------------------------------------------------------------------------------------------
 def row(run: Any, record: dict[str, Any], root: Path) -> dict[str, Any]:
     """One line of ``results.csv``: the study's ``Run``, its ``results.json`` numbers, and where it lives."""
     results = json.loads((root / record["run_dir"] / "results.json").read_text())
@@ -197,8 +132,7 @@ def write_csv(root: Path, rows: list[dict]) -> None:
 
 def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget: int | None) -> None:
     warmup = settings["warmup_epochs"]
-    plots = [plot_budgets(root, rows, warmup), plot_epochs(root, rows, budget, warmup)]
-    plots += [plot_depth(root, rows, budget), plot_confusion(root, rows, budget)]
+    plots = draw(root, rows, budget, warmup)
     directions = list(dict.fromkeys(r["direction"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     lines = [
@@ -243,120 +177,3 @@ def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget:
         lines.append("")
     lines += ["`results.csv`: one row per run (settings, numbers, `run_dir` relative to this folder).", ""]
     (root / "report.md").write_text("\n".join(lines))
-
-
-def save(fig: Figure, root: Path, name: str, legend_columns: int = 0) -> str:
-    """Save as PNG; with ``legend_columns``, one legend for all panels below them (it would hide points inside)."""
-    if legend_columns:
-        handles, labels = fig.axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=legend_columns, fontsize=9)
-    fig.savefig(root / name, dpi=110)
-    return name
-
-
-def panels(directions: list[str], height: float = 4.6) -> tuple[Figure, list]:
-    fig = Figure(figsize=(5.8 * len(directions), height), layout="constrained")
-    return fig, [fig.add_subplot(1, len(directions), i + 1) for i in range(len(directions))]
-
-
-# --- plots: each returns (title, file name or None, why not drawn) -----------------------------------------
-def plot_budgets(root: Path, rows: list[dict], warmup: int) -> tuple[str, str | None, str]:
-    title = "Test accuracy vs labels per digit"
-    budgets = {r["labels_per_class"] for r in rows if r["condition"] == "scratch"}
-    if len(budgets) < 2:
-        return title, None, "needs at least two label budgets"
-    directions = list(dict.fromkeys(r["direction"] for r in rows))
-    fig, axes = panels(directions)
-    for ax, d in zip(axes, directions, strict=True):
-        ticks = {}
-        for k, c in enumerate(BUDGET_CURVES):
-            points = sorted({r["labels_per_class"] or math.inf for r in select(rows, d, c)})
-            groups = [select(rows, d, c, None if b == math.inf else b) for b in points]
-            x = [Stat(r["train_per_class"] for r in g).mean for g in groups]  # what the budget really gave
-            y = [Stat(r["test_acc"] for r in g) for g in groups]
-            dodged = [n * 1.04 ** (k - 1.5) for n in x]  # side by side, so coinciding error bars stay readable
-            ax.errorbar(dodged, [100 * s.mean for s in y], yerr=[100 * (s.std or 0) for s in y], capsize=3,
-                        label=label(c, 2, warmup), **look(c, 2))  # fmt: skip
-            for b, n in zip(points, x, strict=True):
-                ticks[n] = f"all\n(~{n:,.0f})" if b == math.inf else str(b) if round(n) == b else f"{b}\n(~{n:.0f})"
-        ax.set_xscale("log")
-        ax.set_xticks(list(ticks), list(ticks.values()))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("training images per target digit (log scale)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{arrow(d)}: test accuracy (mean ± std over seeds)")
-        ax.set_ylim(top=min(ax.get_ylim()[1], 102))  # a std bar above 100% is an artefact of mean ± std
-        ax.grid(alpha=0.3)
-    return title, save(fig, root, "accuracy_vs_labels.png", legend_columns=2), ""
-
-
-def val_curve(root: Path, run_dir: str) -> dict[int, float]:
-    """Validation accuracy per epoch (1-based) from the run's ``metrics.csv``."""
-    with open(root / run_dir / "metrics.csv") as f:
-        return {int(r["epoch"]) + 1: float(r["val_acc"]) for r in csv.DictReader(f) if r.get("val_acc")}
-
-
-def plot_epochs(root: Path, rows: list[dict], budget: int | None, warmup: int) -> tuple[str, str | None, str]:
-    title = f"Validation accuracy vs epoch ({budget_text(budget)})"
-    directions = list(dict.fromkeys(r["direction"] for r in rows))
-    groups = dict.fromkeys((r["condition"], r["depth"]) for r in rows if r["condition"] != "pretrain")
-    fig, axes = panels(directions)
-    for ax, d in zip(axes, directions, strict=True):
-        last_epoch = 1
-        for c, depth in groups:
-            curves = [val_curve(root, r["run_dir"]) for r in select(rows, d, c, budget, depth)]
-            epochs = sorted(set.intersection(*(set(curve) for curve in curves))) if curves else []
-            if not epochs:
-                continue
-            last_epoch = max(last_epoch, epochs[-1])
-            mean = [100 * Stat(curve[e] for curve in curves).mean for e in epochs]
-            ax.plot(epochs, mean, label=label(c, depth, warmup), **look(c, depth))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_xticks(range(1, last_epoch + 1))
-        ax.set_title(f"{arrow(d)}: target digits' validation split (mean over seeds)", fontsize=10)
-        ax.grid(alpha=0.3)
-    return title, save(fig, root, "accuracy_vs_epoch.png", legend_columns=2), ""
-
-
-def plot_depth(root: Path, rows: list[dict], budget: int | None) -> tuple[str, str | None, str]:
-    title = "Test accuracy vs layers transferred and frozen"
-    if not any(r["condition"] == "transfer_depth" for r in rows):
-        return title, None, "this preset has no freezing-depth runs"
-    fig = Figure(figsize=(6.6, 4.6), layout="constrained")
-    ax = fig.add_subplot()
-    for i, d in enumerate(dict.fromkeys(r["direction"] for r in rows)):
-        depths = sorted({r["depth"] for r in select(rows, d, "transfer_depth")})
-        stats = [acc(rows, d, "transfer_depth", budget, n) for n in depths]
-        ax.errorbar(depths, [100 * s.mean for s in stats], yerr=[100 * (s.std or 0) for s in stats], marker="o",
-                    capsize=3, color=f"C{i}", label=f"{arrow(d)}: transferred + frozen")  # fmt: skip
-        ax.axhline(100 * acc(rows, d, "scratch", budget).mean, color=f"C{i}", ls="--", label=f"{arrow(d)}: scratch")
-        ax.set_xticks(depths, [["conv1", "conv1-2", "conv1-2 + fc1"][n - 1] + f"\n(n={n})" for n in depths])
-    ax.set_xlabel("weight layers copied from the source and frozen")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Freezing depth ({budget_text(budget)}, mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return title, save(fig, root, "accuracy_vs_depth.png"), ""
-
-
-def plot_confusion(root: Path, rows: list[dict], budget: int | None) -> tuple[str, str | None, str]:
-    title = f"Confusion matrix of the frozen-backbone transfer ({budget_text(budget)})"
-    directions = list(dict.fromkeys(r["direction"] for r in rows))
-    fig, axes = panels(directions, height=4.8)
-    for ax, d in zip(axes, directions, strict=True):
-        group = select(rows, d, "transfer_frozen", budget)
-        results = [json.loads((root / r["run_dir"] / "results.json").read_text()) for r in group]
-        digits = results[0]["digits"]
-        total = torch.tensor([r["confusion"] for r in results]).sum(0)  # summed over seeds: counts
-        ax.imshow(total.numpy(), cmap="Blues")
-        for (i, j), count in zip(itertools.product(range(len(digits)), repeat=2), total.flatten(), strict=True):
-            ax.text(j, i, int(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > total.max() / 2 else "black")  # fmt: skip
-        ax.set_xticks(range(len(digits)), digits)
-        ax.set_yticks(range(len(digits)), digits)
-        ax.set_xlabel("predicted digit")
-        ax.set_ylabel("true digit")
-        seeds = f"{len(group)} seeds summed" if len(group) > 1 else "1 seed"
-        ax.set_title(f"{arrow(d)}: {acc(rows, d, 'transfer_frozen', budget).pct()} ({seeds})")
-    return title, save(fig, root, "confusion.png"), ""

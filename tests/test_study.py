@@ -16,7 +16,8 @@ import pytest
 from conftest import REPO, write_mnist
 from matplotlib.image import imread
 
-from lit_transfer.report import Stat, versus
+from lit_transfer.report import versus
+from lit_transfer.rows import Stat
 from lit_transfer.study import build_parser, main
 
 PLOTS = ["accuracy_vs_labels.png", "accuracy_vs_epoch.png", "accuracy_vs_depth.png", "confusion.png"]

@@ -1,0 +1,57 @@
+"""The transfer study's runs as rows: picking conditions out, naming them, mean ± std over seeds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+CONDITIONS = ["pretrain", "transfer_frozen", "transfer_finetune", "scratch", "random_frozen", "transfer_depth"]
+
+
+def label(condition: str, depth: int | None, warmup: int) -> str:
+    if condition == "transfer_depth":
+        return f"first {depth} layer{'s' * (depth != 1)} transferred + frozen (n={depth})"
+    unfrozen = f"after {warmup} frozen epoch{'s' * (warmup != 1)}" if warmup else "from the start"
+    return {
+        "pretrain": "source run (pretrain, tested on the source digits)",
+        "transfer_frozen": "transfer, backbone frozen (the notebook)",
+        "transfer_finetune": f"transfer, fine-tuned {unfrozen}",
+        "scratch": "from scratch",
+        "random_frozen": "random backbone, frozen (control)",
+    }[condition]
+
+
+def budget_text(labels: int | None) -> str:
+    return "all labels" if labels is None else f"{labels} labels per digit"
+
+
+def arrow(direction: str) -> str:
+    return direction.replace("->", "→")
+
+
+def select(rows: list[dict], direction: str, condition: str, labels: Any = "any", depth: Any = "any") -> list[dict]:
+    """The rows of one direction and condition; ``labels`` and ``depth`` narrow it unless ``"any"``."""
+    wanted = {"direction": direction, "condition": condition, "labels_per_class": labels, "depth": depth}
+    return [r for r in rows if all(v == "any" or r[k] == v for k, v in wanted.items())]
+
+
+class Stat:
+    """Mean and sample standard deviation of a metric over the seeds of one condition."""
+
+    def __init__(self, values: Iterable[float]) -> None:
+        self.values = list(values)
+        self.n = len(self.values)
+        self.mean = statistics.fmean(self.values) if self.values else math.nan
+        self.std = statistics.stdev(self.values) if self.n > 1 else None
+
+    def pct(self) -> str:
+        return f"{100 * self.mean:.2f}%"
+
+    def cell(self) -> str:
+        return f"{100 * self.mean:.2f} ± " + ("n/a" if self.std is None else f"{100 * self.std:.2f}")
+
+
+def acc(rows: list[dict], *key: Any) -> Stat:
+    return Stat(r["test_acc"] for r in select(rows, *key))

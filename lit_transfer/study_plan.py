@@ -1,0 +1,95 @@
+"""The transfer study's plan: which runs (after Yosinski et al. 2014), and each one's ``lit_transfer fit`` command.
+
+Per direction (5-9 -> 0-4 and back) and seed: one source run, shared by frozen transfer (AnB), fine-tuned transfer
+(AnB+), scratch and a random frozen backbone at each label budget, and the first n layers transferred and frozen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DIRECTIONS = {"59to04": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]), "04to59": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run. ``depth``: frozen weight layers; ``transfer_layers``: layers copied (None = all)."""
+
+    direction: str
+    condition: str  # pretrain | transfer_frozen | transfer_finetune | scratch | random_frozen | transfer_depth
+    seed: int
+    labels_per_class: int | None = None  # None = all training images
+    depth: int | None = None
+    transfer_layers: int | None = None
+
+    @property
+    def folder(self) -> Path:
+        condition = f"{self.condition}{self.depth}" if self.condition == "transfer_depth" else self.condition
+        labels = "all" if self.labels_per_class is None else self.labels_per_class
+        return Path("runs", self.direction, condition, f"labels{labels}", f"seed{self.seed}")
+
+    @property
+    def name(self) -> str:  # as in the report: "5-9 -> 0-4"
+        source, target = DIRECTIONS[self.direction]
+        return f"{source[0]}-{source[-1]} -> {target[0]}-{target[-1]}"
+
+    @property
+    def digits(self) -> list[int]:
+        source, target = DIRECTIONS[self.direction]
+        return source if self.condition == "pretrain" else target
+
+
+def main_budget(budgets: list[int | None], preset: str) -> int | None:
+    """The label budget of the condition table, the freezing-depth runs and the confusion matrix: the largest."""
+    return None if preset == "seed" or None in budgets else max(budgets)
+
+
+def plan(preset: str, seeds: list[int], budgets: list[int | None], depths: list[int], source: int | None) -> list[Run]:
+    """Seed by seed (a first complete picture early), each direction's source run before the runs that use it."""
+    runs = []
+    for seed in seeds:
+        for direction in DIRECTIONS:
+            runs.append(Run(direction, "pretrain", seed, source))
+            if preset == "seed":  # the notebook's two stages only
+                runs.append(Run(direction, "transfer_frozen", seed, None, depth=2))
+                continue
+            for labels in budgets:
+                runs.append(Run(direction, "transfer_frozen", seed, labels, depth=2))
+                runs.append(Run(direction, "transfer_finetune", seed, labels, depth=2))
+                runs.append(Run(direction, "scratch", seed, labels))
+                runs.append(Run(direction, "random_frozen", seed, labels, depth=2))
+            labels = main_budget(budgets, preset)
+            runs += [Run(direction, "transfer_depth", seed, labels, depth=n, transfer_layers=n) for n in depths]
+    return runs
+
+
+def cli_args(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | None) -> list[str]:
+    """The ``python -m lit_transfer fit`` command line of one run (the CLI's defaults are the notebook's)."""
+    args = [
+        "fit",
+        f"--seed_everything={run.seed}",
+        f"--data.data_dir={settings['data_dir']}",
+        f"--data.dataset={settings['dataset']}",
+        f"--data.download={str(settings['download']).lower()}",
+        f"--data.digits={json.dumps(run.digits)}",
+        f"--data.seed={run.seed}",  # the seed also picks the validation split and the label-budget subset
+        f"--data.batch_size={settings['batch_size']}",
+        f"--trainer.max_epochs={settings['epochs']}",
+        f"--trainer.default_root_dir={root / run.folder}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    if run.labels_per_class is not None:
+        args.append(f"--data.train_per_class={run.labels_per_class}")
+    if run.condition.startswith("transfer"):
+        args.append(f"--model.init_from={source_ckpt}")
+    if run.transfer_layers is not None:
+        args.append(f"--model.transfer_layers={run.transfer_layers}")
+    if run.depth is not None:
+        args += ["--trainer.callbacks+=lit_transfer.FreezeFeatures", f"--trainer.callbacks.depth={run.depth}"]
+    if run.condition == "transfer_finetune":
+        args.append(f"--trainer.callbacks.unfreeze_at_epoch={settings['warmup_epochs']}")
+    return args + list(settings["extra_args"])
