@@ -29,7 +29,9 @@ GRAPH_FN = graph_cuda  # the tests swap in a stand-in to check the graphed path'
 
 def graphs_safe(trainer: L.Trainer) -> bool:
     """CUDA graphs where they are known to be exact: one CUDA device, fp32 (autocast's cache cannot be graphed),
-    no gradient accumulation (a graph's gradient buffers are overwritten by the next replay)."""
+    no gradient accumulation. The graphed backward's gradients live in the graph's buffers, which the next replay
+    overwrites: they must be consumed by the optimizer step that follows, and reset by Lightning's default
+    ``zero_grad`` (to None) rather than accumulated into."""
     return (
         trainer.strategy.root_device.type == "cuda"
         and trainer.world_size == 1
