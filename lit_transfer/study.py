@@ -33,7 +33,12 @@ from lit_transfer.study_plan import Run, cli_args, main_budget, plan
 QUICK_BUDGETS = [10, 100]  # labels per class: the two small budgets, where transfer matters most
 QUICK_SOURCE = 1000  # labels per source digit with --quick: the source runs took half of the quick study's time
 FULL_IMAGES_PER_CLASS = 5400  # ~90% of MNIST's ~6,000 training images per digit: only for the first time estimate
-EVAL_IMAGES = 3000  # image-equivalents of a run's fixed cost (start, validation, test): same purpose
+# The time estimate's cost model, in image-epochs, from the full study's runs on the 2-core CPU (2026-11-27): a run's
+# fixed cost (start, validation, test) ~4 s; an epoch with the backbone frozen (features cached) ~0.2 of a full one
+# (29 s vs 88 s for 5 epochs), with only conv1 frozen ~0.85 (75 s). Fitted ratios, not promises: an estimate only.
+EVAL_IMAGES = 6000
+FROZEN_EPOCH = 0.2
+CONV1_FROZEN_EPOCH = 0.85
 
 
 def finished(root: Path, run: Run) -> dict[str, Any] | None:
@@ -96,7 +101,7 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def estimate_s(run: Run, walls: dict[Run, float], epochs: int) -> float | None:
+def estimate_s(run: Run, walls: dict[Run, float], epochs: int, warmup: int) -> float | None:
     """Seconds for ``run``: the same run at another seed if measured, else a rate per image from finished runs."""
     same = [w for r, w in walls.items() if r == dataclasses.replace(run, seed=r.seed)]
     if same:
@@ -105,9 +110,17 @@ def estimate_s(run: Run, walls: dict[Run, float], epochs: int) -> float | None:
     if not walls:
         return None
 
-    def cost(r: Run) -> float:  # image-equivalents; a frozen backbone is cached, so those epochs cost less
-        images = 5 * (r.labels_per_class or FULL_IMAGES_PER_CLASS) * epochs
-        return EVAL_IMAGES + images * (0.3 if r.condition in ("transfer_frozen", "random_frozen") else 1.0)
+    def cost(r: Run) -> float:  # image-epochs, each weighted by what trains in it
+        depth_cached = r.condition == "transfer_depth" and r.depth != 1  # n >= 2: the whole backbone is frozen
+        if r.condition in ("transfer_frozen", "random_frozen") or depth_cached:
+            weight = FROZEN_EPOCH * epochs
+        elif r.condition == "transfer_finetune":  # frozen warm-up, then the whole network
+            weight = FROZEN_EPOCH * warmup + (epochs - warmup)
+        elif r.condition == "transfer_depth":  # n = 1: conv1 frozen, conv2 still trains
+            weight = CONV1_FROZEN_EPOCH * epochs
+        else:
+            weight = epochs
+        return EVAL_IMAGES + 5 * (r.labels_per_class or FULL_IMAGES_PER_CLASS) * weight
 
     return cost(run) * sum(walls.values()) / sum(cost(r) for r in walls)
 
@@ -211,7 +224,7 @@ def run_all(root: Path, runs: list[Run], settings: dict[str, Any]) -> list[dict[
         if run in records:
             continue
         todo = [r for r in runs if r not in records]
-        estimates = [estimate_s(r, walls, settings["epochs"]) for r in todo]
+        estimates = [estimate_s(r, walls, settings["epochs"], settings["warmup_epochs"]) for r in todo]
         left = None if None in estimates else sum(estimates)
         print(f"[{i}/{len(runs)}] {run.folder.as_posix()}  ({len(records)} done, {len(todo)} left, {duration(left)})")
         source = records.get(sources[run.direction, run.seed])

@@ -18,7 +18,8 @@ from matplotlib.image import imread
 
 from lit_transfer.report import versus
 from lit_transfer.rows import Stat
-from lit_transfer.study import build_parser, main
+from lit_transfer.study import build_parser, estimate_s, main
+from lit_transfer.study_plan import Run
 
 PLOTS = ["accuracy_vs_labels.png", "accuracy_vs_epoch.png", "accuracy_vs_depth.png", "confusion.png"]
 CONDITIONS = ["transfer_frozen", "transfer_finetune", "scratch", "random_frozen"]
@@ -164,3 +165,25 @@ def test_bad_preset_from_the_shell(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert result.stderr.strip().count("\n") == 0 and "preset" in result.stderr, result.stderr
+
+
+def test_time_estimate_weighs_what_trains() -> None:
+    # After one measured source run (88 s, as on the 2-core CPU), runs whose backbone stays frozen (cached features)
+    # are estimated far cheaper than those that train it; the study's measured walls were 29 s vs 88-92 s.
+    source = Run("59to04", "pretrain", 0)
+    walls = {source: 88.0}
+    estimate = {
+        name: estimate_s(Run("59to04", condition, 0, depth=depth), walls, epochs=5, warmup=1)
+        for name, condition, depth in [
+            ("frozen", "transfer_frozen", 2),
+            ("depth2", "transfer_depth", 2),
+            ("depth1", "transfer_depth", 1),
+            ("finetune", "transfer_finetune", 2),
+            ("scratch", "scratch", None),
+        ]
+    }
+    assert estimate["scratch"] == pytest.approx(88.0)
+    assert estimate["frozen"] == estimate["depth2"] < 0.4 * estimate["scratch"]
+    assert estimate["frozen"] < estimate["depth1"] < estimate["scratch"]
+    assert estimate["frozen"] < estimate["finetune"] < estimate["scratch"]
+    assert estimate_s(Run("59to04", "scratch", 1), walls | {Run("59to04", "scratch", 0): 91.5}, 5, 1) == 91.5
