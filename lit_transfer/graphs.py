@@ -49,16 +49,18 @@ class GraphedForward:
     of the LightningModule's submodules on purpose, so its modules never appear in a checkpoint.
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], parts: Sequence[nn.Module], graph: GraphFn = graph_cuda) -> None:
-        self.fn, self.parts, self.graph = fn, list(parts), graph
+    def __init__(
+        self, fn: Callable[[Tensor], Tensor], parts: Sequence[nn.Module], full_batch: int, graph: GraphFn = graph_cuda
+    ) -> None:
+        self.fn, self.parts, self.full_batch, self.graph = fn, list(parts), full_batch, graph
         self.graphs: dict[tuple, nn.Module] = {}
         self.replays = 0
 
     def key(self, inputs: Tensor) -> tuple:
         return (tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for m in self.parts for p in m.parameters()))
 
-    def __call__(self, inputs: Tensor, full_batch: int) -> Tensor:
-        if inputs.shape[0] != full_batch:
+    def __call__(self, inputs: Tensor) -> Tensor:
+        if inputs.shape[0] != self.full_batch:
             return self.fn(inputs)
         key = self.key(inputs)
         if key not in self.graphs:

@@ -81,7 +81,7 @@ class TransferModule(L.LightningModule):
         self.init_from, self.transfer_layers, self.cache_features = init_from, transfer_layers, cache_features
         self.cuda_graph = cuda_graph
         self._graphed: GraphedForward | None = None
-        self.graph_replays = 0  # training batches run as graph replays (checked by the tests)
+        self.graph_replays = 0  # training batches run as graph replays, added up when training ends (tests)
         self.backbone = Backbone()
         self.head = Head(num_classes)
         # torchmetrics needs two classes at least; a single-digit run still gets correct (trivial) metrics.
@@ -114,10 +114,7 @@ class TransferModule(L.LightningModule):
 
     def _logits(self, inputs: Tensor) -> Tensor:
         if self._graphed is not None and self.training and torch.is_grad_enabled():
-            before = self._graphed.replays
-            logits = self._graphed(inputs, full_batch=self.trainer.datamodule.batch_size)
-            self.graph_replays += self._graphed.replays - before
-            return logits
+            return self._graphed(inputs)
         return self._eager_logits(inputs)
 
     def _eager_logits(self, inputs: Tensor) -> Tensor:
@@ -303,9 +300,12 @@ class TransferModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         if self.cuda_graph and graphs_safe(self.trainer) and hasattr(self.trainer.datamodule, "batch_size"):
-            self._graphed = GraphedForward(self._eager_logits, [self.backbone, self.head], GRAPH_FN)
+            full_batch = self.trainer.datamodule.batch_size
+            self._graphed = GraphedForward(self._eager_logits, [self.backbone, self.head], full_batch, GRAPH_FN)
 
     def on_train_end(self) -> None:
+        if self._graphed is not None:
+            self.graph_replays += self._graphed.replays
         self._graphed = None  # frees the graphs' memory pools
         loader = self.trainer.train_dataloader
         if self._images is not None and isinstance(loader, TensorBatches):

@@ -64,15 +64,15 @@ def test_short_batches_run_eagerly_and_each_kind_is_graphed_once() -> None:
         return module
 
     layer = nn.Linear(3, 2)
-    graphed = GraphedForward(layer, [layer], graph=counting)
-    full = graphed(torch.ones(4, 3), full_batch=4)
+    graphed = GraphedForward(layer, [layer], full_batch=4, graph=counting)
+    full = graphed(torch.ones(4, 3))
     assert torch.equal(full, layer(torch.ones(4, 3))) and graphed.replays == 1 and built == [(4, 3)]
-    graphed(torch.full((4, 3), 2.0), full_batch=4)  # the same kind: no new graph
+    graphed(torch.full((4, 3), 2.0))  # the same kind: no new graph
     assert graphed.replays == 2 and built == [(4, 3)]
-    graphed(torch.ones(2, 3), full_batch=4)  # the short last batch: eager
+    graphed(torch.ones(2, 3))  # the short last batch: eager
     assert graphed.replays == 2 and built == [(4, 3)]
     layer.weight.requires_grad_(False)  # another kind (e.g. after freezing or unfreezing): graphed anew
-    graphed(torch.ones(4, 3), full_batch=4)
+    graphed(torch.ones(4, 3))
     assert built == [(4, 3), (4, 3)] and len(graphed.graphs) == 2
 
 
@@ -97,12 +97,12 @@ def test_cuda_graph_matches_eager_on_gpu(mnist_root: Path, monkeypatch) -> None:
 @CUDA
 def test_graphed_dropout_draws_fresh_masks_on_each_replay() -> None:
     model = TransferModule().cuda().train()
-    graphed = GraphedForward(model._eager_logits, [model.backbone, model.head])
+    graphed = GraphedForward(model._eager_logits, [model.backbone, model.head], full_batch=16)
     images = torch.randint(0, 255, (16, 28, 28), dtype=torch.uint8, device="cuda")
-    first, second = graphed(images, full_batch=16).clone(), graphed(images, full_batch=16).clone()
+    first, second = graphed(images).clone(), graphed(images).clone()
     assert graphed.replays == 2 and len(graphed.graphs) == 1
     assert not torch.equal(first, second)  # same input and weights: only the dropout masks differ
-    graphed(images, full_batch=16).logsumexp(1).mean().backward()  # the graphed backward fills every gradient
+    graphed(images).logsumexp(1).mean().backward()  # the graphed backward fills every gradient
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
