@@ -2,13 +2,13 @@
 
 Layer for layer the Keras model of ``mnist_transfer_cnn.py``:
 features Conv(1->32, 3x3, valid) -> ReLU -> Conv(32->32, 3x3) -> ReLU -> MaxPool 2x2 -> Dropout 0.25 -> Flatten,
-classifier Linear(4608->128) -> ReLU -> Dropout 0.5 -> Linear(128->k). The dropouts are ``ByteDropout``: the same
-distribution as ``nn.Dropout`` with a cheaper mask on the CPU.
+classifier Linear(4608->128) -> ReLU -> Dropout 0.5 -> Linear(128->k). Dropout and flatten are drop-in
+subclasses from ``layers.py``: the same computation, cheaper on the CPU.
 """
 
 from torch import Tensor, nn
 
-from lit_transfer.dropout import ByteDropout
+from lit_transfer.layers import ByteDropout, GradLayoutFlatten
 
 FEATURE_SHAPE = (32, 12, 12)  # 28 -> 26 -> 24 after two valid 3x3 convs, -> 12 after 2x2 pooling
 FEATURE_DIM = 32 * 12 * 12  # 4608, the flattened feature vector the head reads
@@ -29,7 +29,7 @@ class Backbone(nn.Sequential):
             nn.ReLU(),
             nn.MaxPool2d(2),
             ByteDropout(0.25),
-            nn.Flatten(),
+            GradLayoutFlatten(),
         )
 
     def pooled(self, x: Tensor) -> Tensor:

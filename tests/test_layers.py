@@ -1,9 +1,10 @@
-"""ByteDropout: nn.Dropout's distribution and gradient, a mask that follows memory order, exact keep rates."""
+"""The drop-in layers: ByteDropout (nn.Dropout's distribution and gradient, masks in memory order, exact keep
+rates) and GradLayoutFlatten (nn.Flatten's values and gradient, in the input's layout)."""
 
 import pytest
 import torch
 
-from lit_transfer.dropout import ByteDropout, random_bytes_like
+from lit_transfer.layers import ByteDropout, GradLayoutFlatten, random_bytes_like
 
 
 def test_random_bytes_are_uniform_in_every_byte_position() -> None:
@@ -68,3 +69,19 @@ def test_eval_mode_and_non_dense_inputs() -> None:
 def test_rates_off_the_byte_grid_are_refused() -> None:
     with pytest.raises(ValueError, match="1/256"):
         ByteDropout(0.3)
+
+
+def test_flatten_gradient_keeps_the_channels_last_layout() -> None:
+    x = torch.randn(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    weight = torch.randn(4, 75)
+    out = GradLayoutFlatten()(ours)
+    assert torch.equal(out, torch.nn.Flatten()(theirs))
+    (out * weight).sum().backward()
+    (torch.nn.Flatten()(theirs) * weight).sum().backward()
+    assert torch.equal(ours.grad, theirs.grad)
+    assert ours.grad.is_contiguous(memory_format=torch.channels_last) and not ours.grad.is_contiguous()
+    # plain NCHW input: nn.Flatten's own (view) path
+    plain = torch.randn(2, 3, 4, 4, requires_grad=True)
+    GradLayoutFlatten()(plain).sum().backward()
+    assert plain.grad.is_contiguous()

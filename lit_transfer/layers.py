@@ -1,0 +1,79 @@
+"""Drop-in subclasses of ``nn.Dropout`` and ``nn.Flatten`` that compute the same thing faster on the CPU.
+
+Written by hand because no library has them; each is a few lines, measured in benchmarks/RESULTS.md
+(``python benchmarks/layers.py``) on this project's 2-core benchmark machine.
+
+- ``ByteDropout``: torch draws a CPU dropout mask with one generator call per element (``bernoulli_``), 7.3 ms
+  forward + backward for the backbone's 128 x 4,608 activations, ~9% of a training step. Here each 64-bit draw
+  gives eight uniform bytes, and an element is kept when its byte is at or above ``256 * p``: for rates that are
+  multiples of 1/256 (the notebook's 0.25 and 0.5) the keep probability is exactly ``1 - p``, as with
+  ``nn.Dropout``; only the random stream differs. On other devices (CUDA's fused dropout is already one kernel)
+  this is ``nn.Dropout``.
+- ``GradLayoutFlatten``: flattening a channels-last tensor copies it into (N, C*H*W) order, and autograd hands
+  the gradient back in plain NCHW layout. Every layer below then mixes layouts (pooling and ReLU backward with a
+  channels-last input and an NCHW gradient take slow strided loops and copies). Its backward returns the
+  gradient in the input's own layout, one copy instead.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BYTE_LEVELS = 256
+
+
+class ByteDropout(nn.Dropout):
+    """``nn.Dropout`` (a subclass: same ``p``, no state, same checkpoint keys) with a cheaper CPU mask."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__(p)
+        threshold = p * BYTE_LEVELS
+        if threshold != int(threshold):
+            raise ValueError(f"ByteDropout draws p in steps of 1/{BYTE_LEVELS}: {p} is not one of them")
+        self.threshold = int(threshold)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or not _dense(x):
+            return F.dropout(x, self.p, self.training)
+        # The float mask holds 0 or 1/(1-p): one multiply forward, one backward, as nn.Dropout does.
+        keep = random_bytes_like(x).ge_(self.threshold).to(x.dtype).mul_(1 / (1 - self.p))
+        return x * keep
+
+
+def random_bytes_like(x: Tensor) -> Tensor:
+    """Uniform random bytes in ``x``'s shape and memory layout (so one layout always gives the same mask)."""
+    n = x.numel()
+    # random_(-2**63, None) draws all 64 bits; a bare random_() on int64 leaves the top bit 0 (a biased byte).
+    words = torch.empty((n + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    return words.view(torch.uint8)[:n].as_strided(x.size(), x.stride())
+
+
+def _dense(x: Tensor) -> bool:
+    """True when ``x``'s elements fill its storage exactly once in some dimension order (as_strided is safe)."""
+    return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+
+
+class GradLayoutFlatten(nn.Flatten):
+    """``nn.Flatten`` whose gradient keeps a channels-last input's layout (any input, any ``start_dim``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4 and x.requires_grad and _channels_last(x):
+            return _FlattenKeepingLayout.apply(x, self.start_dim, self.end_dim)
+        return super().forward(x)
+
+
+class _FlattenKeepingLayout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, start_dim: int, end_dim: int) -> Tensor:
+        ctx.shape = x.shape
+        return x.flatten(start_dim, end_dim)  # a copy: channels-last memory is not in flattened order
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        return grad.reshape(ctx.shape).contiguous(memory_format=torch.channels_last), None, None
+
+
+def _channels_last(x: Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
