@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer.callbacks import StageReport, frozen_stage
 from lit_transfer.checkpoint import AtomicCheckpointIO, load_checkpoint, require_ours
+from lit_transfer.cpu import flush_denormals
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
@@ -150,6 +151,7 @@ def trainer_defaults() -> dict[str, Any]:
 
 
 def main(args: list[str] | None = None) -> None:
+    flush_denormals()  # before any parallel torch work starts the threads that would not inherit it
     try:
         TransferCLI(
             TransferModule,

@@ -7,16 +7,44 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 
 import torch
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters (malloc.h)
 
 
+GRAIN = 32768  # elements per chunk below which torch runs an elementwise op on one thread (at::internal::GRAIN_SIZE)
+
+
+def flush_denormals() -> None:
+    """Flush denormal floats to zero, on this thread and on the threads it starts from now on.
+
+    Denormals appear once the weights train and make x86 CPUs 3-4x slower; TensorFlow flushes them too. The flag
+    is per thread and a new thread copies its creator's, so call this before torch's first parallel operation:
+    OpenMP's worker threads start then and keep the mode they started with (``python -m lit_transfer`` calls it
+    first thing).
+    """
+    torch.set_flush_denormal(True)
+
+
+def denormals_leak() -> bool:
+    """True when some of torch's CPU threads still compute denormals (they started before ``flush_denormals``)."""
+    # 1e-30 * 1e-10 = 1e-40 is a float32 denormal; spread over every thread, it must come out as 0 on each.
+    probe = torch.full((GRAIN * max(1, torch.get_num_threads()),), 1e-30).mul_(1e-10)
+    return bool(probe.any())
+
+
 def tune_cpu(processes: int = 1) -> None:
     """Call once per process before training on the CPU; ``processes``: training processes on this machine."""
-    # Denormal floats appear once the weights train and make x86 CPUs 3-4x slower; TensorFlow flushes them too.
-    torch.set_flush_denormal(True)
+    flush_denormals()
+    if denormals_leak():
+        warnings.warn(
+            "lit_transfer: torch's CPU threads started before denormal floats were flushed, so some of them still "
+            "compute denormals and training may run up to 3x slower: start through `python -m lit_transfer`, or "
+            "call lit_transfer.cpu.flush_denormals() before any other torch work",
+            stacklevel=2,
+        )
     # glibc serves each block over 128 KiB with a fresh mmap and unmaps it when freed, so every step page-faults
     # its activations (several MB) back in: ~13% of a step here, as kernel time. Keep freed memory for reuse.
     try:

@@ -26,6 +26,7 @@ import docstring_parser
 from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
 from lit_transfer import cli
+from lit_transfer.cpu import flush_denormals
 from lit_transfer.errors import UserError
 from lit_transfer.report import row, write_csv, write_report
 from lit_transfer.study_plan import Run, cli_args, main_budget, plan
@@ -256,6 +257,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> Path:
+    flush_denormals()  # before any parallel torch work (see lit_transfer.cpu)
     parser = build_parser()
     try:
         config = parser.parse_args(args)

@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from lit_transfer.cli import main
+from lit_transfer.cpu import flush_denormals
+
+flush_denormals()  # as `python -m lit_transfer` does, before any test starts torch's CPU threads
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
