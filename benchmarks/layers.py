@@ -21,10 +21,12 @@ from lit_transfer.layers import ByteDropout, GradLayoutFlatten
 from lit_transfer.model import Backbone, Head
 
 
-def variant(dropout: type[nn.Module], flatten: type[nn.Module]) -> nn.Sequential:
+def variant(dropout: type[nn.Module], flatten: type[nn.Module], flatten_first: bool) -> nn.Sequential:
+    """The notebook's CNN with the backbone's last two layers and the head's dropout swapped in."""
     torch.manual_seed(0)
     backbone, head = Backbone(), Head(5)
-    backbone[5], backbone[6], head[2] = dropout(0.25), flatten(), dropout(0.5)
+    tail = [flatten(), dropout(0.25)] if flatten_first else [dropout(0.25), flatten()]
+    backbone[5], backbone[6], head[2] = *tail, dropout(0.5)
     return nn.Sequential(backbone.to(memory_format=torch.channels_last), head)
 
 
@@ -35,9 +37,10 @@ def main() -> None:
     args = parser.parse_args()
     tune_cpu()
     variants = {
-        "nn.Dropout + nn.Flatten (torch)": variant(nn.Dropout, nn.Flatten),
-        "ByteDropout + nn.Flatten": variant(ByteDropout, nn.Flatten),
-        "ByteDropout + GradLayoutFlatten (lit_transfer)": variant(ByteDropout, GradLayoutFlatten),
+        "nn.Dropout, nn.Flatten (torch, the notebook's order)": variant(nn.Dropout, nn.Flatten, False),
+        "ByteDropout, nn.Flatten": variant(ByteDropout, nn.Flatten, False),
+        "ByteDropout, GradLayoutFlatten": variant(ByteDropout, GradLayoutFlatten, False),
+        "GradLayoutFlatten, ByteDropout (lit_transfer)": variant(ByteDropout, GradLayoutFlatten, True),
     }
     images = torch.rand(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 5, (128,))

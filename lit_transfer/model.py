@@ -3,7 +3,9 @@
 Layer for layer the Keras model of ``mnist_transfer_cnn.py``:
 features Conv(1->32, 3x3, valid) -> ReLU -> Conv(32->32, 3x3) -> ReLU -> MaxPool 2x2 -> Dropout 0.25 -> Flatten,
 classifier Linear(4608->128) -> ReLU -> Dropout 0.5 -> Linear(128->k). Dropout and flatten are drop-in
-subclasses from ``layers.py``: the same computation, cheaper on the CPU.
+subclasses from ``layers.py``: the same computation, cheaper on the CPU. The backbone flattens before its dropout
+(an elementwise mask commutes with a reshape): the mask is then drawn over a plain (N, 4608) tensor whatever
+layout the convolutions use, so images and cached features get the same mask without a layout conversion.
 """
 
 from torch import Tensor, nn
@@ -13,8 +15,8 @@ from lit_transfer.layers import ByteDropout, GradLayoutFlatten
 FEATURE_SHAPE = (32, 12, 12)  # 28 -> 26 -> 24 after two valid 3x3 convs, -> 12 after 2x2 pooling
 FEATURE_DIM = 32 * 12 * 12  # 4608, the flattened feature vector the head reads
 
-# Backbone layers up to (not including) its dropout: their output is what a frozen backbone can cache.
-# The dropout and flatten after it are applied on the fly, so a cached run keeps the notebook's semantics.
+# Backbone layers up to (not including) its flatten and dropout: their output is what a frozen backbone can cache.
+# Flatten and dropout are applied on the fly, so a cached run keeps the notebook's semantics.
 DETERMINISTIC_PREFIX = 5
 
 
@@ -28,8 +30,8 @@ class Backbone(nn.Sequential):
             nn.Conv2d(32, 32, kernel_size=3),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            ByteDropout(0.25),
             GradLayoutFlatten(),
+            ByteDropout(0.25),
         )
 
     def pooled(self, x: Tensor) -> Tensor:
@@ -39,7 +41,7 @@ class Backbone(nn.Sequential):
         return x
 
     def from_pooled(self, pooled: Tensor) -> Tensor:
-        """The remaining layers (dropout, flatten) applied to :meth:`pooled`'s output."""
+        """The remaining layers (flatten, dropout) applied to :meth:`pooled`'s output."""
         for layer in list(self)[DETERMINISTIC_PREFIX:]:
             pooled = layer(pooled)
         return pooled

@@ -102,8 +102,7 @@ class TransferModule(L.LightningModule):
         return self._layout(images.unsqueeze(1).float().div_(255))
 
     def _layout(self, x: Tensor) -> Tensor:
-        """Inputs in the backbone's memory layout (channels-last on the CPU). Cached features too: dropout draws
-        its mask in memory order, so the same layout means the same mask as the uncached path."""
+        """Images in the backbone's memory layout (channels-last on the CPU)."""
         # conv2's weight tells the layout (conv1's single input channel fits both)
         if self.backbone[2].weight.is_contiguous(memory_format=torch.channels_last):
             return x.contiguous(memory_format=torch.channels_last)
@@ -120,7 +119,7 @@ class TransferModule(L.LightningModule):
     def _eager_logits(self, inputs: Tensor) -> Tensor:
         # Batches are images (N, 28, 28), or cached pooled features (N, 32, 12, 12) while the backbone is frozen.
         if inputs.dim() == 4:
-            return self.head(self.backbone.from_pooled(self._layout(inputs)))
+            return self.head(self.backbone.from_pooled(inputs))
         return self(inputs)
 
     def _step(self, batch: tuple[Tensor, Tensor], acc: MulticlassAccuracy, mean_loss: MeanMetric) -> Tensor:
