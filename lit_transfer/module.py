@@ -67,8 +67,9 @@ class TransferModule(L.LightningModule):
             transfer_layers: Copy only the first n weight layers from ``init_from`` (1 = conv1, 2 = the backbone,
                 3 = backbone and first dense layer); the others keep their fresh initialisation. ``None`` copies
                 the backbone, and the head too when it fits.
-            cache_features: While the backbone is frozen, compute its deterministic part once per dataset and
-                train the head on the cached output (dropout still applied on the fly); same result, less work.
+            cache_features: While the backbone is frozen, compute its deterministic part once per split (training
+                and validation) and run the head on the cached output (dropout still applied on the fly while
+                training); same result, less work.
             cuda_graph: On one CUDA device with 32-bit precision, replay each full training batch's forward and
                 backward as CUDA graphs (loss, optimizer and Lightning's loop unchanged); elsewhere, or when false,
                 the usual eager step.
@@ -93,7 +94,7 @@ class TransferModule(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
         self.test_confusion = MulticlassConfusionMatrix(n, validate_args=False)
         self.test_summary: dict | None = None
-        self._images: Tensor | None = None  # the train loader's images while it serves cached features
+        self._images: dict[str, Tensor] = {}  # a loader's images while it serves cached features, by split
         self._bad_step: Tensor | None = None  # first step with a non-finite loss, on accelerators
 
     # --- computation -------------------------------------------------------------------------------
@@ -274,17 +275,26 @@ class TransferModule(L.LightningModule):
             torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
 
     def on_train_epoch_start(self) -> None:
-        loader = self.trainer.train_dataloader
+        self._serve_features("train", self.trainer.train_dataloader, self.trainer.num_training_batches)
+
+    def on_validation_epoch_start(self) -> None:
+        # Fitting only: there the same validation images come back every epoch. Evaluation mode makes the backbone
+        # deterministic, so cached validation features give exactly the metrics the images give.
+        if self.trainer.state.fn == "fit" and self.trainer.num_val_batches:
+            self._serve_features("val", self.trainer.val_dataloaders, self.trainer.num_val_batches[0])
+
+    def _serve_features(self, split: str, loader: object, batches: float) -> None:
+        """While the backbone is frozen, ``loader`` serves its images' cached features; unfrozen, images again."""
         if not isinstance(loader, TensorBatches):
             return
-        frozen = not any(p.requires_grad for p in self.backbone.parameters())
-        # Caching costs one backbone pass over the whole split: worth it only when epochs are not cut short.
-        whole_epochs = self.trainer.num_training_batches >= len(loader)
-        if self.cache_features and frozen and whole_epochs and self._images is None:
-            self._images, loader.inputs = loader.inputs, self._pooled(loader.inputs)
-            rank_zero_info(f"lit_transfer: backbone frozen: its features of {len(self._images)} images are cached")
-        elif not (self.cache_features and frozen) and self._images is not None:
-            loader.inputs, self._images = self._images, None  # unfrozen: back to images
+        use = self.cache_features and not any(p.requires_grad for p in self.backbone.parameters())
+        # Caching costs one backbone pass over the whole split: worth it only when its epochs are not cut short.
+        if use and split not in self._images and batches >= len(loader):
+            self._images[split], loader.inputs = loader.inputs, self._pooled(loader.inputs)
+            n = len(loader.inputs)
+            rank_zero_info(f"lit_transfer: backbone frozen: its features of {n} {split} images are cached")
+        elif not use and split in self._images:
+            loader.inputs = self._images.pop(split)
 
     @torch.no_grad()
     def _pooled(self, images: Tensor) -> Tensor:
@@ -306,6 +316,6 @@ class TransferModule(L.LightningModule):
         if self._graphed is not None:
             self.graph_replays += self._graphed.replays
         self._graphed = None  # frees the graphs' memory pools
-        loader = self.trainer.train_dataloader
-        if self._images is not None and isinstance(loader, TensorBatches):
-            loader.inputs, self._images = self._images, None
+        for split, loader in (("train", self.trainer.train_dataloader), ("val", self.trainer.val_dataloaders)):
+            if split in self._images and isinstance(loader, TensorBatches):
+                loader.inputs = self._images.pop(split)

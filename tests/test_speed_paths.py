@@ -59,6 +59,13 @@ def finetune_weights(mnist_root: Path, runs: Path, name: str, source: Path, *ext
     return torch.load(only_run(runs / name) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
+def val_losses(run: Path) -> list[str]:
+    """The logged per-epoch validation losses, as the CSV logger wrote them (all digits)."""
+    rows = (line.split(",") for line in (run / "metrics.csv").read_text().splitlines())
+    header = next(rows)
+    return [row[header.index("val_loss")] for row in rows if row[header.index("val_loss")]]
+
+
 @pytest.mark.parametrize("unfreeze", [None, 1], ids=["frozen", "unfrozen-at-epoch-1"])
 def test_cached_features_give_the_same_updates(unfreeze, mnist_root: Path, tmp_path: Path, caplog) -> None:
     runs = tmp_path / "runs"
@@ -67,10 +74,14 @@ def test_cached_features_give_the_same_updates(unfreeze, mnist_root: Path, tmp_p
     extra = [] if unfreeze is None else [f"--trainer.callbacks.unfreeze_at_epoch={unfreeze}"]
     caplog.clear()
     cached = finetune_weights(mnist_root, runs, "cached", source, *extra)
-    assert "features of 48 images are cached" in caplog.text  # the cache was really used
+    assert "features of 48 train images are cached" in caplog.text  # the cache was really used
+    assert "features of 12 val images are cached" in caplog.text
     plain = finetune_weights(mnist_root, runs, "plain", source, "--model.cache_features=false", *extra)
     # Bit for bit: the cached output of the deterministic layers equals what each batch would compute.
     for key, value in plain.items():
         assert torch.equal(value, cached[key]), key
+    # Validation on cached features (then on images again once unfrozen) logs the very same losses.
+    assert len(val_losses(only_run(runs / "cached"))) == 3
+    assert val_losses(only_run(runs / "cached")) == val_losses(only_run(runs / "plain"))
     backbone_moved = not torch.equal(cached["backbone.2.weight"], torch.load(source)["state_dict"]["backbone.2.weight"])
     assert backbone_moved == (unfreeze is not None)  # unfrozen: the cache was dropped and the backbone trained
