@@ -143,15 +143,20 @@ class TransferModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, self.train_acc, self.train_loss)
         self._watch_finite(loss, self.global_step)
-        # Metric objects logged per epoch: Lightning computes (and syncs across processes) once per epoch.
-        self.log("train_loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, self.val_acc, self.val_loss)
-        self.log("val_loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val_acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def _log_epoch(self, split: str, loss: MeanMetric, acc: MulticlassAccuracy) -> None:
+        """Log a split's epoch metrics (``compute`` syncs them across processes) and start the next epoch afresh.
+
+        Once per epoch rather than ``self.log`` of the metric objects in every step: each ``self.log`` call moves
+        Lightning's whole result collection to the device, ~1 ms per training step on the CPU (measured with
+        cProfile, benchmarks/RESULTS.md) for metrics it would compute once per epoch anyway."""
+        self.log_dict({f"{split}_loss": loss.compute(), f"{split}_acc": acc.compute()}, prog_bar=True)
+        loss.reset()
+        acc.reset()
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         inputs, labels = batch
@@ -202,6 +207,10 @@ class TransferModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._check_finite()
+        self._log_epoch("train", self.train_loss, self.train_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val", self.val_loss, self.val_acc)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Only trainable parameters: FreezeFeatures has already frozen the backbone in its setup() hook.
