@@ -35,7 +35,8 @@ class ByteDropout(nn.Dropout):
         self.threshold = int(threshold)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu" or not _dense(x):
+        # float32 only: a mask in a narrower float would round the 1/(1-p) scale before the multiply
+        if not self.training or self.p == 0 or x.device.type != "cpu" or x.dtype != torch.float32 or not _dense(x):
             return F.dropout(x, self.p, self.training)
         # The float mask holds 0 or 1/(1-p): one multiply forward, one backward, as nn.Dropout does.
         keep = random_bytes_like(x).ge_(self.threshold).to(x.dtype).mul_(1 / (1 - self.p))

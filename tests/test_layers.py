@@ -58,6 +58,15 @@ def test_same_seed_same_mask_and_mask_follows_memory_order() -> None:
     assert torch.equal(from_channels_last.permute(0, 2, 3, 1), from_nhwc)
 
 
+def test_other_dtypes_take_torchs_dropout() -> None:
+    """bfloat16 (CPU autocast): torch's own dropout, which scales in float32, not a rounded 1/(1-p) mask."""
+    x = torch.ones(4096, dtype=torch.bfloat16)
+    torch.manual_seed(3)
+    ours = ByteDropout(0.25).train()(x)
+    torch.manual_seed(3)
+    assert torch.equal(ours, torch.nn.functional.dropout(x, 0.25, True))
+
+
 def test_eval_mode_and_non_dense_inputs() -> None:
     x = torch.randn(16, 20)
     assert torch.equal(ByteDropout(0.5).eval()(x), x)
