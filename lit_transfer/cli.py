@@ -19,6 +19,7 @@ from lit_transfer.cpu import flush_denormals
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
+from lit_transfer.predictions import PredictionCSV
 
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # how DDP worker processes learn the run directory rank 0 claimed
 
@@ -146,7 +147,7 @@ class TransferCLI(LightningCLI):
 def trainer_defaults() -> dict[str, Any]:
     return {
         "max_epochs": 5,  # per stage, as in the notebook
-        "callbacks": [Timer(), StageReport()],
+        "callbacks": [Timer(), StageReport(), PredictionCSV()],
     }
 
 

@@ -97,6 +97,7 @@ class DigitsDataModule(L.LightningDataModule):
         self.download, self.batch_size, self.val_size, self.seed = download, batch_size, val_size, seed
         self.train_per_class = train_per_class
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.test_index: Tensor | None = None  # each test image's position in the test IDX file
 
     @property
     def num_classes(self) -> int:
@@ -132,7 +133,8 @@ class DigitsDataModule(L.LightningDataModule):
             f"{DATASETS[self.dataset].__name__}/raw/"
         )
 
-    def _read(self, split: str) -> tuple[Tensor, Tensor]:
+    def _read(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
+        """The split's images and labels of the chosen digits, and their positions in the IDX files."""
         self.prepare_data()  # a clear error also when setup() is called without prepare_data()
         (images_file, *images_spec), (labels_file, *labels_spec) = IDX_FILES[split]
         n_images = check_idx_file(self.raw_folder / images_file, *images_spec)
@@ -152,12 +154,12 @@ class DigitsDataModule(L.LightningDataModule):
         keep = lookup[labels] >= 0
         if not keep.any():
             raise UserError(f"no image of digits {self.digits} in {self.raw_folder / labels_file}")
-        return images[keep].contiguous(), lookup[labels[keep]]
+        return images[keep].contiguous(), lookup[labels[keep]], keep.nonzero().squeeze(1)
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if stage in ("fit", "validate") and "train" not in self.splits:
-            images, labels = self._read("train")
+            images, labels, _ = self._read("train")
             # Fixed split, independent of the training seed, so every stage and rank holds out the same images.
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
             n_val = round(self.val_size * len(labels))
@@ -169,7 +171,7 @@ class DigitsDataModule(L.LightningDataModule):
             if n_val:
                 self.splits["val"] = (images[val].to(device), labels[val].to(device))
         if stage in ("test", "predict") and "test" not in self.splits:
-            images, labels = self._read("test")
+            images, labels, self.test_index = self._read("test")
             self.splits["test"] = (images.to(device), labels.to(device))
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:

@@ -164,6 +164,12 @@ class TransferModule(L.LightningModule):
         preds = self._record(logits, labels, F.cross_entropy(logits, labels), self.test_acc, self.test_loss)
         self.test_confusion.update(preds, labels)
 
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Per image: the predicted label (an index into ``data.digits``), its probability, the true label."""
+        inputs, labels = batch
+        probability, predicted = self._logits(inputs).float().softmax(1).max(1)
+        return {"predicted": predicted, "probability": probability, "label": labels}
+
     def on_test_epoch_end(self) -> None:
         loss, acc = self.test_loss.compute(), self.test_acc.compute()
         confusion = self.test_confusion.compute().cpu()  # synchronised across processes by torchmetrics

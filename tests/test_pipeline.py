@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import CONFIGS, common_args, only_run, results, run_cli
+from torchvision.datasets import MNIST
 
 from lit_transfer.checkpoint import MARKER
 from lit_transfer.data import DigitsDataModule
@@ -183,3 +185,28 @@ def test_unfreezing_shows_in_the_parameter_counts(mnist_root: Path, tmp_path: Pa
     assert (report["trainable_params"], report["frozen_params"]) == (600_165, 0)
     after = state(report["checkpoint"])["state_dict"]["backbone.0.weight"]
     assert not torch.equal(after, state(source)["state_dict"]["backbone.0.weight"])
+
+
+def test_predict_writes_each_test_image_with_its_real_and_predicted_digit(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    source = pretrain(mnist_root, runs)
+    fit_report = results(only_run(runs / "pretrain"))
+    args = common_args(mnist_root, runs, "pred")
+    run_cli("predict", "--config=configs/pretrain.yaml", *args, f"--ckpt_path={source}")
+    with open(only_run(runs / "pred") / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 20  # 4 test images of each of the 5 digits
+    index = torch.tensor([int(r["test_index"]) for r in rows])
+    digit = torch.tensor([int(r["digit"]) for r in rows])
+    predicted = torch.tensor([int(r["predicted"]) for r in rows])
+    # test_index points into the test file itself: its label there is the row's digit
+    assert torch.equal(MNIST(str(mnist_root), train=False).targets[index], digit)
+    assert set(digit.tolist()) == {5, 6, 7, 8, 9}
+    assert (predicted == digit).float().mean().item() == pytest.approx(fit_report["test_acc"])
+    # the same weights by hand: the predicted digit is the argmax, the probability its softmax
+    model = TransferModule(num_classes=5)
+    model.load_state_dict(state(source)["state_dict"])
+    with torch.no_grad():
+        probs = model.eval()(MNIST(str(mnist_root), train=False).data[index]).softmax(1)
+    assert torch.equal(torch.tensor([5, 6, 7, 8, 9])[probs.argmax(1)], predicted)
+    assert torch.allclose(probs.max(1).values, torch.tensor([float(r["probability"]) for r in rows]), atol=1e-6)
