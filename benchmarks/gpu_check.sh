@@ -6,10 +6,10 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       -d .whl jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0
 #   mkdir -p .data/MNIST/raw && for f in ../shared/data/MNIST/raw/*; do gzip -c $f > .data/MNIST/raw/${f##*/}.gz; done
-# Then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".data"], timeout_s=540)  # ~8 min, and give_back.
+# Then: run(command="bash benchmarks/gpu_check.sh", carry=[".whl", ".data"], timeout_s=570)  # ~9 min, and give_back.
 # Under $OUT (8 files at most come back): steps.txt (timeline and environment), tests.log (the CUDA-graph
-# tests), profile.log (Lightning's SimpleProfiler on stage one), loop.log (benchmarks/loop_overhead.py), bench.log
-# (+ bench_more.log when time allows) and their JSON records.
+# tests), loop.log (benchmarks/loop_overhead.py), bench.log and its JSON record, profile.log (Lightning's
+# SimpleProfiler on stage one, when time allows).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -27,24 +27,22 @@ step "environment"
     lightning.__version__, torchmetrics.__version__, j.__version__, torch.cuda.get_device_name())"
   lscpu | grep -E "Model name|^CPU\(s\)"
 } 2>&1 | tee -a "$OUT/steps.txt"
-step "tests: graphed step == eager on CUDA, the speed paths, the NaN stop on CUDA"
+step "tests: graphed steps (forward+backward, and the whole step) == eager on CUDA, speed paths, NaN stop"
 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py tests/test_speed_paths.py \
   tests/test_errors.py::test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint 2>&1 \
   | tail -40 | tee "$OUT/tests.log"
-step "profile: stage one with Lightning's SimpleProfiler"
-timeout 90 python3 -m lit_transfer fit --config configs/pretrain.yaml --data.data_dir .data --data.download false \
-  --trainer.default_root_dir /tmp/profile --trainer.enable_progress_bar false --trainer.profiler simple \
-  > "$OUT/profile.log" 2>&1
 step "loop overhead: Lightning's own cost per step on this host (the floor under any per-batch step)"
-timeout 90 python3 benchmarks/loop_overhead.py --device cuda --steps 2000 --repeats 3 2>&1 | tail -8 \
+timeout 60 python3 benchmarks/loop_overhead.py --device cuda --steps 1500 --repeats 3 2>&1 | tail -8 \
   | tee "$OUT/loop.log"
-# On an H200 (2026-11-27) one repeat of ours + plain took ~65 s, of ours_eager + lightning ~75 s.
-step "benchmark: lit_transfer and the plain loop, 3 repeats, interleaved"
-timeout 240 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours plain_ftz 2>&1 | tee "$OUT/bench.log"
-if (( $(date +%s) - T0 < 420 )); then  # only when the device time allows: these two were measured on 2026-11-27
-  step "benchmark: lit_transfer eager, the typical Lightning script, 1 run each"
-  timeout 120 python3 benchmarks/run.py --data_dir .data --repeats 1 --only ours_eager lightning 2>&1 \
-    | tee "$OUT/bench_more.log"
+# On an H200 (2026-11-27) one repeat of ours + plain took ~65 s; the whole-step graph adds one more of ours.
+step "benchmark: lit_transfer (default; whole-step graph) and the plain loop, 3 repeats, interleaved"
+timeout 300 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours ours_whole_step plain_ftz 2>&1 \
+  | tee "$OUT/bench.log"
+if (( $(date +%s) - T0 < 480 )); then  # only when the device time allows
+  step "profile: stage one with Lightning's SimpleProfiler"
+  timeout 60 python3 -m lit_transfer fit --config configs/pretrain.yaml --data.data_dir .data --data.download false \
+    --trainer.default_root_dir /tmp/profile --trainer.enable_progress_bar false --trainer.profiler simple \
+    > "$OUT/profile.log" 2>&1
 fi
 cp benchmarks/out/*.json "$OUT/" 2>/dev/null
 step "done"

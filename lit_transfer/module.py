@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -16,15 +17,18 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from lit_transfer.callbacks import frozen_stage
 from lit_transfer.checkpoint import FORMAT, MARKER, load_checkpoint, require_ours
 from lit_transfer.cpu import tune_cpu
+from lit_transfer.epoch_sums import EpochSums
 from lit_transfer.errors import TrainingDiverged, UserError
 from lit_transfer.graphs import GraphedForward, graph_cuda
 from lit_transfer.loader import TensorBatches
 from lit_transfer.model import FEATURE_SHAPE, Backbone, Head, weight_layers
+from lit_transfer.step_graph import StepGraph, capture_cuda, make_capturable
 
 CACHE_CHUNK = 256  # images per forward pass when caching frozen features: cache-friendly, 2x faster than 2048
 
 
 GRAPH_FN = graph_cuda  # the tests swap in a stand-in to check the graphed path's logic on the CPU
+STEP_CAPTURE = capture_cuda  # likewise for the whole-step graph
 
 
 def graphs_safe(trainer: L.Trainer) -> bool:
@@ -38,6 +42,25 @@ def graphs_safe(trainer: L.Trainer) -> bool:
         and str(trainer.precision) == "32-true"
         and trainer.accumulate_grad_batches == 1
     )
+
+
+def whole_step_unsafe(trainer: L.Trainer) -> str | None:
+    """Why the whole training step cannot be one graph under this trainer (None: it can). On a replayed batch
+    Lightning's ``optimizer.step`` does not run, so nothing may need to act between backward and the update."""
+    if trainer.gradient_clip_val:
+        return "gradient clipping is set"
+    if trainer.lr_scheduler_configs:
+        return "an LR scheduler is configured (a graph holds the learning rate as a constant)"
+    if len(trainer.optimizers) != 1:
+        return "there is more than one optimizer"
+    if "capturable" not in trainer.optimizers[0].defaults:
+        return f"{type(trainer.optimizers[0]).__name__} has no capturable mode"
+    hooked = [
+        type(cb).__name__ for cb in trainer.callbacks if is_overridden("on_before_optimizer_step", cb, L.Callback)
+    ]
+    if hooked:
+        return f"{', '.join(hooked)} acts before each optimizer step"
+    return None
 
 
 def keras_adadelta(params: Iterable) -> torch.optim.Optimizer:
@@ -56,6 +79,7 @@ class TransferModule(L.LightningModule):
         transfer_layers: int | None = None,
         cache_features: bool = True,
         cuda_graph: bool = True,
+        graph_whole_step: bool = False,
     ) -> None:
         """
         Args:
@@ -73,6 +97,10 @@ class TransferModule(L.LightningModule):
             cuda_graph: On one CUDA device with 32-bit precision, replay each full training batch's forward and
                 backward as CUDA graphs (loss, optimizer and Lightning's loop unchanged); elsewhere, or when false,
                 the usual eager step.
+            graph_whole_step: With ``cuda_graph``, replay the whole training step of each full batch (forward,
+                loss, backward, the optimizer's update, the training metrics) as one CUDA graph, where no gradient
+                clipping, LR scheduler or ``on_before_optimizer_step`` callback needs Lightning's own update.
+                Experimental: tested on the CPU with a stand-in capture, not yet run on a GPU.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
@@ -80,22 +108,27 @@ class TransferModule(L.LightningModule):
         if transfer_layers is not None and not 1 <= transfer_layers <= 4:
             raise UserError(f"--model.transfer_layers is {transfer_layers}: give 1 to 4 (weight layers from the input)")
         self.init_from, self.transfer_layers, self.cache_features = init_from, transfer_layers, cache_features
-        self.cuda_graph = cuda_graph
+        self.cuda_graph, self.graph_whole_step = cuda_graph, graph_whole_step
         self._graphed: GraphedForward | None = None
+        self._step_graph: StepGraph | None = None
+        self._replay_batch = False  # this training batch is one whole-step graph replay (decided at its start)
         self.graph_replays = 0  # training batches run as graph replays, added up when training ends (tests)
         self.backbone = Backbone()
         self.head = Head(num_classes)
         # torchmetrics needs two classes at least; a single-digit run still gets correct (trivial) metrics.
         n = max(num_classes, 2)
         metric = dict(num_classes=n, average="micro", validate_args=False)  # no host sync per step
-        self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(3))
+        self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(2))
         # nan_strategy="disable": the default ("warn") tests for NaN with a host sync on every update, which stalls
-        # the GPU once per step. A NaN training loss is caught by _watch_finite; a NaN validation loss shows as NaN.
-        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
+        # the GPU once per step. A NaN validation loss shows as NaN.
+        self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(2))
+        self.train_sums = EpochSums()  # training loss and accuracy (not torchmetrics: see epoch_sums.py)
         self.test_confusion = MulticlassConfusionMatrix(n, validate_args=False)
         self.test_summary: dict | None = None
         self._images: dict[str, Tensor] = {}  # a loader's images while it serves cached features, by split
-        self._bad_step: Tensor | None = None  # first step with a non-finite loss, on accelerators
+        # On accelerators: the first step with a non-finite loss, and the current step, as device scalars
+        self._bad_step: Tensor | None = None
+        self._step_now: Tensor | None = None
 
     # --- computation -------------------------------------------------------------------------------
     def normalize(self, images: Tensor) -> Tensor:
@@ -123,13 +156,6 @@ class TransferModule(L.LightningModule):
             return self.head(self.backbone.from_pooled(inputs))
         return self(inputs)
 
-    def _step(self, batch: tuple[Tensor, Tensor], acc: MulticlassAccuracy, mean_loss: MeanMetric) -> Tensor:
-        inputs, labels = batch
-        logits = self._logits(inputs)
-        loss = F.cross_entropy(logits, labels)
-        self._record(logits, labels, loss, acc, mean_loss)
-        return loss
-
     @staticmethod
     def _record(logits: Tensor, labels: Tensor, loss: Tensor, acc: MulticlassAccuracy, mean_loss: MeanMetric) -> Tensor:
         """Update a split's metrics; returns the predictions."""
@@ -141,12 +167,75 @@ class TransferModule(L.LightningModule):
         return preds
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, self.train_acc, self.train_loss)
-        self._watch_finite(loss, self.global_step)
+        inputs, labels = batch
+        if self._replay_batch:
+            return self._step_graph(inputs, labels)
+        logits = self._logits(inputs)
+        loss = F.cross_entropy(logits, labels)
+        self.train_sums.update(logits.detach(), labels, loss)
+        self._watch_finite(loss)
         return loss
 
+    def _whole_step(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        """What one whole-step graph holds: Lightning's automatic step (zero_grad, training_step, backward,
+        optimizer.step) in the same order, with the gradients zeroed in place rather than set to None."""
+        optimizer = self.trainer.optimizers[0]
+        optimizer.zero_grad(set_to_none=False)
+        logits = self._eager_logits(inputs)
+        loss = F.cross_entropy(logits, labels)
+        self.train_sums.update(logits.detach(), labels, loss)
+        self._watch_finite(loss)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def _warm_up(self, inputs: Tensor, labels: Tensor) -> None:
+        """Forward and backward without touching a parameter, a gradient or the optimizer (before a capture)."""
+        loss = F.cross_entropy(self._eager_logits(inputs), labels)
+        torch.autograd.grad(loss, [p for p in self.parameters() if p.requires_grad])
+
+    def _step_kind(self, inputs: Tensor) -> Hashable:
+        """What a whole-step graph is valid for: the input, which parameters train, the optimizer's settings."""
+        groups = tuple(
+            (len(g["params"]), *sorted((k, v) for k, v in g.items() if isinstance(v, (bool, int, float))))
+            for g in self.trainer.optimizers[0].param_groups
+        )
+        return tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for p in self.parameters()), groups
+
+    # Lightning's automatic optimization, with the whole step replayed from a graph on the batches that allow it:
+    # the closure still runs (training_step replays), zero_grad and backward are skipped, optimizer.step too.
+    def on_train_batch_start(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._replay_batch = self._step_graph is not None and self._step_graph.will_replay(batch[0])
+        if self._step_now is not None:
+            self._step_now.fill_(self.global_step)
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer, optimizer_closure=None) -> None:
+        if self._replay_batch:
+            optimizer_closure()
+            return
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        if self._replay_batch:
+            return
+        # While whole-step graphs replay, the gradients keep the addresses the graphs write to: zeroed in place.
+        optimizer.zero_grad(set_to_none=self._step_graph is None)
+
+    def backward(self, loss: Tensor, *args, **kwargs) -> None:
+        if not self._replay_batch:
+            super().backward(loss, *args, **kwargs)
+
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, self.val_acc, self.val_loss)
+        inputs, labels = batch
+        logits = self._logits(inputs)
+        self._record(logits, labels, F.cross_entropy(logits, labels), self.val_acc, self.val_loss)
+
+    def _log_train_epoch(self) -> None:
+        if self.train_sums.sums is None:  # no training step ran
+            return
+        loss, acc = self.train_sums.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        self.log_dict({"train_loss": loss, "train_acc": acc}, prog_bar=True)
+        self.train_sums.reset()
 
     def _log_epoch(self, split: str, loss: MeanMetric, acc: MulticlassAccuracy) -> None:
         """Log a split's epoch metrics (``compute`` syncs them across processes) and start the next epoch afresh.
@@ -186,18 +275,25 @@ class TransferModule(L.LightningModule):
         for metric in (self.test_loss, self.test_acc, self.test_confusion):
             metric.reset()
 
-    def _watch_finite(self, loss: Tensor, step: int) -> None:
+    def _watch_finite(self, loss: Tensor) -> None:
         """Stop on a NaN/inf loss, naming the step. Free to check on the CPU; on an accelerator the first bad
         step is recorded on the device and checked before each checkpoint and at each epoch end (no per-step sync),
         so a checkpoint written after the loss went bad never replaces the last good one."""
-        if loss.device.type == "cpu":
+        if not self._defers_checks(loss):
             if not torch.isfinite(loss):
-                self._diverged(step, loss.item())
+                self._diverged(self.global_step, loss.item())
             return
         if self._bad_step is None or self._bad_step.device != loss.device:
             self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+            self._step_now = torch.full((), self.global_step, dtype=torch.long, device=loss.device)
+        # In place, with the step as a device scalar (set before each batch), so that a graph can hold this too.
         bad = ~torch.isfinite(loss) & (self._bad_step < 0)
-        self._bad_step = torch.where(bad, step, self._bad_step)
+        self._bad_step.copy_(torch.where(bad, self._step_now, self._bad_step))
+
+    @staticmethod
+    def _defers_checks(loss: Tensor) -> bool:
+        """Whether a loss is checked later (on accelerators: reading it would wait for the device)."""
+        return loss.device.type != "cpu"
 
     def _check_finite(self) -> None:
         if self._bad_step is not None and (step := int(self._bad_step)) >= 0:
@@ -213,7 +309,7 @@ class TransferModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._check_finite()
-        self._log_epoch("train", self.train_loss, self.train_acc)
+        self._log_train_epoch()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val", self.val_loss, self.val_acc)
@@ -291,6 +387,8 @@ class TransferModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._serve_features("train", self.trainer.train_dataloader, self.trainer.num_training_batches)
+        if self._step_graph is not None and self.device.type == "cuda":
+            make_capturable(self.trainer.optimizers[0])  # also a group FreezeFeatures has just added
 
     def on_validation_epoch_start(self) -> None:
         # Fitting only: there the same validation images come back every epoch. Evaluation mode makes the backbone
@@ -323,14 +421,24 @@ class TransferModule(L.LightningModule):
         return cache
 
     def on_train_start(self) -> None:
-        if self.cuda_graph and graphs_safe(self.trainer) and hasattr(self.trainer.datamodule, "batch_size"):
-            full_batch = self.trainer.datamodule.batch_size
-            self._graphed = GraphedForward(self._eager_logits, [self.backbone, self.head], full_batch, GRAPH_FN)
+        self.train_sums.to(self.device)  # before a graph captures its updates
+        if not (self.cuda_graph and graphs_safe(self.trainer) and hasattr(self.trainer.datamodule, "batch_size")):
+            return
+        full_batch = self.trainer.datamodule.batch_size
+        if self.graph_whole_step:
+            if reason := whole_step_unsafe(self.trainer):
+                rank_zero_info(f"lit_transfer: whole-step CUDA graph off ({reason}); forward and backward graphed")
+            else:
+                self._step_graph = StepGraph(self._whole_step, self._warm_up, self._step_kind, full_batch, STEP_CAPTURE)
+                return
+        self._graphed = GraphedForward(self._eager_logits, [self.backbone, self.head], full_batch, GRAPH_FN)
 
     def on_train_end(self) -> None:
-        if self._graphed is not None:
-            self.graph_replays += self._graphed.replays
-        self._graphed = None  # frees the graphs' memory pools
+        for graphs in (self._graphed, self._step_graph):
+            if graphs is not None:
+                self.graph_replays += graphs.replays
+        self._graphed = self._step_graph = None  # frees the graphs' memory pools
+        self._replay_batch = False
         for split, loader in (("train", self.trainer.train_dataloader), ("val", self.trainer.val_dataloaders)):
             if split in self._images and isinstance(loader, TensorBatches):
                 loader.inputs = self._images.pop(split)

@@ -129,21 +129,30 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 # On the CPU the loss is checked every step; on CUDA the first bad step is kept on the device (no per-step sync) and
-# checked before each checkpoint, here through the CUDA-graph path.
-@pytest.mark.parametrize("device", ["cpu", "cpu-graphed-path", pytest.param("cuda", marks=CUDA)])
+# checked before each checkpoint, here through the CUDA-graph path. The "deferred" variants run that accelerator
+# logic on the CPU, the last one inside the whole-step graph (its capture stood in).
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", "cpu-graphed-path", "cpu-deferred", "cpu-deferred-whole-step", pytest.param("cuda", marks=CUDA)],
+)
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     device: str, mnist_root: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    if device == "cpu-graphed-path":  # the CUDA-graph path's logic, its capture stood in on the CPU
+    # SGD blows the weights up within a few steps; Adadelta (capturable, for the whole-step graph) as well
+    optimizer = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=1e20"]
+    if device.startswith("cpu-"):
         monkeypatch.setattr(module_file, "graphs_safe", lambda trainer: True)
         monkeypatch.setattr(module_file, "GRAPH_FN", lambda module, sample: module)
-        device = "cpu"
+        monkeypatch.setattr(module_file, "STEP_CAPTURE", lambda warmup, step: step)
+    if "deferred" in device:
+        monkeypatch.setattr(module_file.TransferModule, "_defers_checks", staticmethod(lambda loss: True))
+    if device.endswith("whole-step"):
+        optimizer = ["--model.optimizer.lr=1e20", "--model.graph_whole_step=true"]
     message = fails(
         capsys,
         *fit_args(mnist_root, tmp_path),
-        f"--trainer.accelerator={device}",
-        "--model.optimizer=torch.optim.SGD",
-        "--model.optimizer.lr=1e20",  # blows the weights up within a few steps
+        f"--trainer.accelerator={device.split('-')[0]}",
+        *optimizer,
         "--data.batch_size=4",
         "--last_checkpoint.every_n_train_steps=1",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +14,7 @@ from torch import nn
 import lit_transfer.module as module_file
 from lit_transfer import DigitsDataModule, FreezeFeatures, TransferModule
 from lit_transfer.graphs import GraphedForward
+from lit_transfer.step_graph import StepGraph, make_capturable
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -21,26 +24,54 @@ def stand_in(module: nn.Module, sample: torch.Tensor) -> nn.Module:
     return module
 
 
-def train(mnist_root: Path, graphed: bool, monkeypatch, *, freeze: FreezeFeatures | None = None, device="cpu"):
+def step_stand_in(warmup: Callable[[], None], step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """The CPU stand-in for the whole-step capture: the warm-up runs (with the random state put back, as a graph's
+    warm-up leaves the eager stream's masks alone here), and each "replay" runs the step eagerly."""
+    with torch.random.fork_rng():
+        warmup()
+    return step
+
+
+def train(
+    mnist_root: Path,
+    graphed: bool,
+    monkeypatch,
+    *,
+    freeze: FreezeFeatures | None = None,
+    device="cpu",
+    whole_step: bool = False,
+    epochs: int = 2,
+    **trainer_args,
+):
     """Two epochs on the synthetic digits; the graphed path forced on (and, on the CPU, its capture stood in)."""
     monkeypatch.setattr(module_file, "graphs_safe", lambda trainer: graphed)
     if device == "cpu":
         monkeypatch.setattr(module_file, "GRAPH_FN", stand_in)
+        monkeypatch.setattr(module_file, "STEP_CAPTURE", step_stand_in)
     L.seed_everything(0)
     data = DigitsDataModule(str(mnist_root), download=False, batch_size=16, val_size=0.2)
-    model = TransferModule()
+    model = TransferModule(graph_whole_step=whole_step)
     trainer = L.Trainer(
         accelerator=device,
-        max_epochs=2,
+        max_epochs=epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         callbacks=[freeze] if freeze else [],
         deterministic=True,
+        **trainer_args,
     )
     trainer.fit(model, data)
     return model
+
+
+def assert_same_training(a: TransferModule, b: TransferModule) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert torch.equal(a.trainer.callback_metrics[key], b.trainer.callback_metrics[key]), key
+    assert a.trainer.global_step == b.trainer.global_step
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["whole-model", "frozen-backbone-cached-features"])
@@ -76,6 +107,76 @@ def test_short_batches_run_eagerly_and_each_kind_is_graphed_once() -> None:
     assert built == [(4, 3), (4, 3)] and len(graphed.graphs) == 2
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["whole-model", "frozen-backbone-cached-features"])
+def test_whole_step_graph_logic_gives_identical_training_on_cpu(frozen: bool, mnist_root: Path, monkeypatch) -> None:
+    freeze = (lambda: FreezeFeatures()) if frozen else (lambda: None)
+    eager = train(mnist_root, False, monkeypatch, freeze=freeze(), whole_step=True)
+    whole = train(mnist_root, True, monkeypatch, freeze=freeze(), whole_step=True)
+    # 3 full batches per epoch: the first runs eagerly (it creates the optimizer state), the other 5 are replays
+    assert eager.graph_replays == 0 and whole.graph_replays == 5
+    assert_same_training(eager, whole)
+    assert whole.trainer.global_step == 6
+    assert whole._step_graph is None and whole._graphed is None  # freed when training ends
+
+
+def test_whole_step_graph_is_captured_again_after_unfreezing(mnist_root: Path, monkeypatch) -> None:
+    runs = [
+        train(mnist_root, g, monkeypatch, freeze=FreezeFeatures(unfreeze_at_epoch=1), whole_step=True, epochs=3)
+        for g in (False, True)
+    ]
+    # epoch 0: cached features (1 eager + 2 replays); epoch 1: images and a new parameter group, a new kind
+    # (1 eager + 2 replays); epoch 2: 3 replays
+    assert runs[1].graph_replays == 7
+    assert_same_training(*runs)
+    assert len(runs[1].trainer.optimizers[0].param_groups) == 2
+
+
+def test_whole_step_graph_steps_aside_for_gradient_clipping(mnist_root: Path, monkeypatch, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        model = train(mnist_root, True, monkeypatch, whole_step=True, gradient_clip_val=1.0)
+    assert "whole-step CUDA graph off (gradient clipping is set)" in caplog.text
+    assert model.graph_replays == 6  # forward and backward graphed instead, every full batch
+
+
+def test_step_graph_replays_a_kind_from_its_second_full_batch() -> None:
+    captured, ran = [], []
+
+    def capture(warmup, step):
+        captured.append(len(ran))
+        return step
+
+    weight = torch.ones(3)
+    graph = StepGraph(
+        step=lambda x, y: ran.append((x.clone(), y.clone())) or x.sum(),
+        warmup=lambda x, y: None,
+        kind=lambda x: (tuple(x.shape), weight.requires_grad),
+        full_batch=4,
+        capture=capture,
+    )
+    assert not graph.will_replay(torch.ones(2, 3))  # a short batch: always eager
+    assert not graph.will_replay(torch.ones(4, 3))  # the first full batch of a kind: eager
+    assert graph.will_replay(torch.ones(4, 3)) and captured == []
+    x, y = torch.full((4, 3), 2.0), torch.arange(4)
+    assert graph(x, y) == 24 and captured == [0] and graph.replays == 1
+    assert torch.equal(ran[0][0], x) and torch.equal(ran[0][1], y)  # the batch went through the static copies
+    assert graph(torch.ones(4, 3), y) == 12 and captured == [0]  # replayed, not captured again
+    weight.requires_grad_(True)  # another kind (unfreezing): one eager batch, then a new capture
+    assert not graph.will_replay(torch.ones(4, 3))
+    assert graph.will_replay(torch.ones(4, 3))
+    graph(torch.ones(4, 3), y)
+    assert captured == [0, 2] and len(graph.graphs) == 1  # the stale graph was dropped
+
+
+def test_make_capturable_moves_resumed_step_counts_to_the_parameters() -> None:
+    # a parameter on another device than its loaded CPU step count ("meta" stands for the GPU here)
+    param = torch.nn.Parameter(torch.ones(2, device="meta"))
+    optimizer = torch.optim.Adadelta([param])
+    optimizer.state[param] = {"step": torch.tensor(3.0), "square_avg": torch.zeros(2, device="meta")}
+    make_capturable(optimizer)
+    assert optimizer.param_groups[0]["capturable"] is True
+    assert optimizer.state[param]["step"].device == param.device
+
+
 def test_graphs_only_where_safe() -> None:
     cpu = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
     assert not module_file.graphs_safe(cpu)
@@ -92,6 +193,20 @@ def test_cuda_graph_matches_eager_on_gpu(mnist_root: Path, monkeypatch) -> None:
     assert graphed.graph_replays == 6
     for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@CUDA
+def test_whole_step_graph_matches_eager_on_gpu(mnist_root: Path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(TransferModule, "on_fit_start", lambda self: self.apply(_no_dropout))
+    eager = train(mnist_root, False, monkeypatch, device="cuda")
+    whole = train(mnist_root, True, monkeypatch, device="cuda", whole_step=True)
+    assert whole.graph_replays == 5
+    for (name, a), b in zip(eager.state_dict().items(), whole.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+    for key in ("train_loss", "train_acc"):
+        torch.testing.assert_close(eager.trainer.callback_metrics[key], whole.trainer.callback_metrics[key])
 
 
 @CUDA
