@@ -22,7 +22,8 @@ class EpochSums:
         self.sums: Tensor | None = None
 
     def to(self, device: torch.device) -> EpochSums:
-        """Allocate (or move) the sums; call before a graph captures ``update``."""
+        """Allocate the sums on ``device`` (fresh zeros if they were elsewhere); call before a graph captures
+        ``update``, which must not allocate."""
         if self.sums is None or self.sums.device != device:
             self.sums = torch.zeros(3, device=device)
         return self
