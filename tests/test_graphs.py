@@ -183,30 +183,19 @@ def test_graphs_only_where_safe() -> None:
 
 
 @CUDA
-def test_cuda_graph_matches_eager_on_gpu(mnist_root: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("whole_step", "replays"), [(False, 6), (True, 5)], ids=["forward-backward", "whole-step"])
+def test_cuda_graph_matches_eager_on_gpu(whole_step: bool, replays: int, mnist_root: Path, monkeypatch) -> None:
     # Exact arithmetic for the comparison: no TF32, no dropout (the graph draws its masks at other random offsets).
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(TransferModule, "on_fit_start", lambda self: self.apply(_no_dropout))
     eager = train(mnist_root, False, monkeypatch, device="cuda")
-    graphed = train(mnist_root, True, monkeypatch, device="cuda")
-    assert graphed.graph_replays == 6
+    graphed = train(mnist_root, True, monkeypatch, device="cuda", whole_step=whole_step)
+    assert graphed.graph_replays == replays
     for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
-
-
-@CUDA
-def test_whole_step_graph_matches_eager_on_gpu(mnist_root: Path, monkeypatch) -> None:
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(TransferModule, "on_fit_start", lambda self: self.apply(_no_dropout))
-    eager = train(mnist_root, False, monkeypatch, device="cuda")
-    whole = train(mnist_root, True, monkeypatch, device="cuda", whole_step=True)
-    assert whole.graph_replays == 5
-    for (name, a), b in zip(eager.state_dict().items(), whole.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
     for key in ("train_loss", "train_acc"):
-        torch.testing.assert_close(eager.trainer.callback_metrics[key], whole.trainer.callback_metrics[key])
+        torch.testing.assert_close(eager.trainer.callback_metrics[key], graphed.trainer.callback_metrics[key])
 
 
 @CUDA
