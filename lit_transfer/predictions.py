@@ -60,7 +60,8 @@ class PredictionCSV(BasePredictionWriter):
         n = len(rows["label"])
         # Which images this process predicted, in order (the loader does not shuffle; ``limit_predict_batches``
         # may stop it early): the positions its sampler drew, in the test file's numbering.
-        positions = loader.sampler.rank_indices()[:n] if hasattr(loader, "sampler") else torch.arange(n)
+        sampler = getattr(loader, "sampler", None)  # a plain DataLoader's (trainer.predict(dataloaders=...)): in order
+        positions = sampler.rank_indices()[:n] if hasattr(sampler, "rank_indices") else torch.arange(n)
         source = getattr(datamodule, "test_index", None)
         index = source[positions] if source is not None else positions
         name = "predictions.csv" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}.csv"
