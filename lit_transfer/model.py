@@ -4,7 +4,8 @@ Layer for layer the Keras model of ``mnist_transfer_cnn.py``:
 features Conv(1->32, 3x3, valid) -> ReLU -> Conv(32->32, 3x3) -> ReLU -> MaxPool 2x2 -> Dropout 0.25 -> Flatten,
 classifier Linear(4608->128) -> ReLU -> Dropout 0.5 -> Linear(128->k). Dropout and flatten are drop-in
 subclasses from ``layers.py``: the same computation, cheaper on the CPU. Two reorderings that change no value and
-no gradient (``tests/test_model.py`` checks both against the notebook's order, bit for bit):
+no gradient (``tests/test_model.py`` checks the network against the notebook's order bit for bit, dropout off;
+``tests/test_layers.py`` and ``tests/test_speed_paths.py`` the dropout and flatten themselves):
 - the backbone pools before its second ReLU: a maximum commutes with ReLU exactly (both are monotone, and pooling
   picks the same element), and ReLU then runs, forward and backward, on a quarter of the elements;
 - it flattens before its dropout (an elementwise mask commutes with a reshape): the mask is then drawn over a plain
