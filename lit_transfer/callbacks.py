@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import resource
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.optim import Optimizer
 
+from lit_transfer.files import atomic_write, unused_path
 from lit_transfer.model import weight_layers
 
 
@@ -144,12 +144,8 @@ class StageReport(L.Callback):
             "precision": str(trainer.precision),
         }
         run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / "results.json"
-        if path.exists():  # a second test in the same run (e.g. `trainer.test` called twice): keep both
-            path = run_dir / f"results-{len(list(run_dir.glob('results*.json')))}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, path)
+        path = unused_path(run_dir / "results.json")  # a second test in the same run: keep both
+        atomic_write(path, json.dumps(results, indent=2) + "\n")
         print(format_report(results, path))
 
 

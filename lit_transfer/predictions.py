@@ -7,7 +7,7 @@ where Lightning cannot return predictions, e.g. spawned processes) and written o
 from __future__ import annotations
 
 import csv
-import os
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
+
+from lit_transfer.files import atomic_write, unused_path
 
 COLUMNS = ("test_index", "digit", "predicted", "probability")
 
@@ -73,15 +75,14 @@ class PredictionCSV(BasePredictionWriter):
 
 
 def write_rows(path: Path, index: Tensor, digit: Tensor, predicted: Tensor, probability: Tensor) -> Path:
-    """Write the CSV atomically; never over an existing file. Returns where it went."""
+    """Write the CSV atomically; never over an existing file (a second predict in one run keeps both).
+    Returns where it went."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():  # a second predict in the same run directory: keep both files
-        path = path.with_name(f"{path.stem}-{len(list(path.parent.glob(path.stem + '*.csv')))}.csv")
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for row in zip(index.tolist(), digit.tolist(), predicted.tolist(), probability.tolist(), strict=True):
-            writer.writerow([*row[:3], f"{row[3]:.6f}"])
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    for row in zip(index.tolist(), digit.tolist(), predicted.tolist(), probability.tolist(), strict=True):
+        writer.writerow([*row[:3], f"{row[3]:.6f}"])
+    path = unused_path(path)
+    atomic_write(path, text.getvalue(), newline="")
     return path

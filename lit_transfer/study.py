@@ -13,7 +13,6 @@ import dataclasses
 import inspect
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 from lit_transfer import cli
 from lit_transfer.cpu import flush_denormals
 from lit_transfer.errors import UserError
+from lit_transfer.files import atomic_write
 from lit_transfer.report import row, write_csv, write_report
 from lit_transfer.study_plan import Run, cli_args, main_budget, plan
 
@@ -94,12 +94,6 @@ def into(log: IO[str]) -> Iterator[None]:
         sys.argv = argv
         for h, stream in zip(consoles, streams, strict=True):
             h.setStream(stream)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def estimate_s(run: Run, walls: dict[Run, float], epochs: int, warmup: int) -> float | None:
