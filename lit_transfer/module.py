@@ -170,7 +170,10 @@ class TransferModule(L.LightningModule):
         inputs, labels = batch
         if self._replay_batch:
             return self._step_graph(inputs, labels)
-        logits = self._logits(inputs)
+        return self._training_loss(self._logits(inputs), labels)
+
+    def _training_loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The loss, counted into the epoch's training metrics and watched for NaN: the same in both step paths."""
         loss = F.cross_entropy(logits, labels)
         self.train_sums.update(logits.detach(), labels, loss)
         self._watch_finite(loss)
@@ -181,10 +184,7 @@ class TransferModule(L.LightningModule):
         optimizer.step) in the same order, with the gradients zeroed in place rather than set to None."""
         optimizer = self.trainer.optimizers[0]
         optimizer.zero_grad(set_to_none=False)
-        logits = self._eager_logits(inputs)
-        loss = F.cross_entropy(logits, labels)
-        self.train_sums.update(logits.detach(), labels, loss)
-        self._watch_finite(loss)
+        loss = self._training_loss(self._eager_logits(inputs), labels)
         loss.backward()
         optimizer.step()
         return loss.detach()
