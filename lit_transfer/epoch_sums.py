@@ -29,8 +29,7 @@ class EpochSums:
         return self
 
     def update(self, logits: Tensor, labels: Tensor, loss: Tensor) -> None:
-        if self.sums is None or self.sums.device != labels.device:
-            self.to(labels.device)
+        self.to(labels.device)  # allocates only the first time (or after a device change)
         n = labels.shape[0]
         # In place, and with n as a kernel argument rather than a new tensor (a host-to-device copy cannot be
         # captured). The loss is a per-image mean like Keras': the batch mean counted once per image.
