@@ -129,6 +129,9 @@ class TransferCLI(LightningCLI):
     def before_validate(self) -> None:
         self._check_eval_checkpoint("validate")
 
+    def before_predict(self) -> None:
+        self._check_eval_checkpoint("predict")
+
     def _check_eval_checkpoint(self, subcommand: str) -> None:
         ckpt_path = self.config_init[subcommand].get("ckpt_path")
         if ckpt_path in (None, "best", "last", "hpc", "registry"):

@@ -103,10 +103,14 @@ def test_checkpoint_whose_backbone_does_not_fit(mnist_root: Path, tmp_path: Path
     assert "do not fit this model" in message
 
 
-def test_test_with_checkpoint_of_other_head_width(mnist_root: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
+def test_evaluating_a_checkpoint_of_other_head_width(subcommand: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
     run_cli(*fit_args(mnist_root, tmp_path), "--trainer.max_epochs=1", "--trainer.limit_train_batches=1")
     (ckpt,) = (tmp_path / "runs" / "pretrain").rglob("last.ckpt")
-    message = fails(capsys, "test", "--config=configs/pretrain.yaml", "--data.digits=[1,2]", f"--ckpt_path={ckpt}")
+    args = [f"--data.data_dir={mnist_root}", "--data.download=false", f"--trainer.default_root_dir={tmp_path / 'e'}"]
+    message = fails(
+        capsys, subcommand, "--config=configs/pretrain.yaml", "--data.digits=[1,2]", *args, f"--ckpt_path={ckpt}"
+    )
     assert "does not fit the configured model" in message
 
 
