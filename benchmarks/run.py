@@ -65,6 +65,26 @@ def ours(data_dir: str, extra: list[str], label: str = "lit_transfer") -> list[d
     return records
 
 
+def ours_one_process(data_dir: str, extra: list[str]) -> list[dict]:
+    """Both stages from one ``python -m lit_transfer.study`` process (one start-up instead of two), with the
+    seed and the settings of the default configs; its runs are the CLI's ``fit`` with ``--model.init_from``."""
+    root = Path(tempfile.mkdtemp(prefix="lit_transfer_bench_"))
+    study = [sys.executable, "-m", "lit_transfer.study", "--preset=seed", "--seeds=[0]", "--directions=[59to04]"]
+    _, wall = run(
+        [*study, f"--data_dir={data_dir}", "--download=false", f"--out={root}", f"--extra_args={json.dumps(extra)}"],
+        REPO,
+    )
+    records = []
+    for stage, condition in (("stage_one", "pretrain"), ("stage_two", "transfer_frozen")):
+        done = json.loads((root / "runs/59to04" / condition / "labelsall/seed0/done.json").read_text())
+        r = json.loads((root / done["run_dir"] / "results.json").read_text())
+        keep = ("train_time_s", "images_per_s", "test_acc", "peak_rss_mb", "peak_gpu_mb")
+        records.append(
+            {"impl": "lit_transfer, one process", "stage": stage, "command_wall_s": wall / 2, **{k: r[k] for k in keep}}
+        )
+    return records
+
+
 def reference(script: str, data_dir: str, extra: list[str]) -> list[dict]:
     out, wall = run([sys.executable, str(HERE / script), f"--data_dir={data_dir}", *extra], HERE)
     records = [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
@@ -101,8 +121,18 @@ def main() -> None:
         "--only",
         nargs="*",
         default=["ours", "plain_ftz", "plain", "lightning"],
-        choices=["ours", "ours_eager", "ours_whole_step", "ours_bar", "plain_ftz", "plain", "lightning"],
-        help="ours_eager: lit_transfer with --model.cuda_graph=false; ours_whole_step: with "
+        choices=[
+            "ours",
+            "ours_one_process",
+            "ours_eager",
+            "ours_whole_step",
+            "ours_bar",
+            "plain_ftz",
+            "plain",
+            "lightning",
+        ],
+        help="ours_one_process: both stages in one process (python -m lit_transfer.study --preset seed ...); "
+        "ours_eager: lit_transfer with --model.cuda_graph=false; ours_whole_step: with "
         "--model.graph_whole_step=true (the whole step as one CUDA graph); ours_bar: with the progress bar users see",
     )
     p.add_argument("--ours_args", nargs="*", default=[], help="extra CLI arguments for lit_transfer")
@@ -110,6 +140,7 @@ def main() -> None:
     data_dir = str(Path(args.data_dir).resolve())
     impls = {
         "ours": lambda: ours(data_dir, args.ours_args),
+        "ours_one_process": lambda: ours_one_process(data_dir, args.ours_args),
         "ours_eager": lambda: ours(data_dir, [*args.ours_args, "--model.cuda_graph=false"], "lit_transfer, eager"),
         "ours_whole_step": lambda: ours(
             data_dir, [*args.ours_args, "--model.graph_whole_step=true"], "lit_transfer, whole-step graph"

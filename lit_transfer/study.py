@@ -29,7 +29,7 @@ from lit_transfer.cpu import flush_denormals
 from lit_transfer.errors import UserError
 from lit_transfer.files import atomic_write
 from lit_transfer.report import row, write_csv, write_report
-from lit_transfer.study_plan import Run, cli_args, main_budget, plan
+from lit_transfer.study_plan import DIRECTIONS, Run, cli_args, main_budget, plan
 
 QUICK_BUDGETS = [10, 100]  # labels per class: the two small budgets, where transfer matters most
 QUICK_SOURCE = 1000  # labels per source digit with --quick: the source runs took half of the quick study's time
@@ -133,6 +133,7 @@ def run_study(
     dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist",
     download: bool = True,
     seeds: int | list[int] = 3,
+    directions: list[Literal["59to04", "04to59"]] = ["59to04", "04to59"],  # noqa: B006
     epochs: int = 5,
     label_budgets: list[int | None] = [10, 100, 1000, None],  # noqa: B006 (shown by --help; never mutated)
     depths: list[int] = [1, 2, 3],  # noqa: B006
@@ -153,6 +154,9 @@ def run_study(
         download: Download the files into ``data_dir`` when they are missing.
         seeds: How many seeds (0, 1, ...) or which ones; each seed also draws the validation split and the
             label-budget subset.
+        directions: Which transfers: ``59to04`` (the notebook: digits 5-9, then 0-4) and ``04to59`` (its
+            exercise). With ``--preset seed --seeds '[0]' --directions '[59to04]'`` the study is the notebook's
+            two stages in one process: one start-up (imports, data, device) instead of two commands' worth.
         epochs: Epochs of every run, source and target (5 in the notebook).
         label_budgets: Training images per target digit; ``null`` = all. The largest is the budget of the
             condition table, the freezing-depth runs and the confusion matrix.
@@ -162,8 +166,9 @@ def run_study(
         warmup_epochs: Epochs with the transferred backbone frozen before fine-tuning unfreezes it (at most
             ``epochs - 1``; 0 fine-tunes from the start, with the backbone at a tenth of the learning rate).
         batch_size: Images per batch (128 in the notebook).
-        out: Report folder; ``reports/study`` (``reports/study-quick`` with ``quick``).
-        preset: ``full``: every condition; ``seed``: only the notebook's two stages, in both directions.
+        out: Report folder; by default ``reports/study``, with ``-quick``, ``-seed`` and a single direction
+            appended for those subsets (e.g. ``reports/study-seed-59to04``), so none replaces the full study's.
+        preset: ``full``: every condition; ``seed``: only the notebook's two stages, in each direction.
         quick: A smoke run of every condition, table and plot: the first seed only, target budgets 10 and 100,
             1000 images per source digit, 1 epoch.
         keep_checkpoints: Keep the target runs' checkpoints (source runs' are always kept: they are reused).
@@ -173,6 +178,8 @@ def run_study(
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise UserError("--seeds is empty: give a number of seeds (e.g. 3) or a list (e.g. '[0,1,2]')")
+    if not directions:
+        raise UserError("--directions is empty: give one or both of 59to04 and 04to59, e.g. '[59to04]'")
     if quick:
         seed_list, epochs, label_budgets, source_per_class = seed_list[:1], 1, QUICK_BUDGETS, QUICK_SOURCE
     if source_per_class is not None and source_per_class < 1:
@@ -183,7 +190,11 @@ def run_study(
         raise UserError(f"--depths is {depths}: give weight-layer counts from 1 to 3, e.g. '[1,2,3]'")
     if epochs < 1 or warmup_epochs < 0:
         raise UserError(f"--epochs is {epochs}, --warmup_epochs {warmup_epochs}: give at least 1 and 0")
-    root = Path(out or ("reports/study-quick" if quick else "reports/study")).resolve()
+    directions = list(dict.fromkeys(directions))
+    # A subset of the runs gets a folder of its own by default: its report must not replace the full study's.
+    parts = ["study"] + ["quick"] * quick + ["seed"] * (preset == "seed")
+    parts += directions if set(directions) != set(DIRECTIONS) else []
+    root = Path(out or f"reports/{'-'.join(parts)}").resolve()
     # Settings that change what a run means: a report folder holds runs of one setting only.
     settings = {
         "dataset": dataset,
@@ -201,7 +212,7 @@ def run_study(
     atomic_write(stored, json.dumps(settings, indent=2) + "\n")
     settings.update(data_dir=data_dir, download=download, keep_checkpoints=keep_checkpoints)
 
-    runs = plan(preset, seed_list, label_budgets, sorted(set(depths)), source_per_class)
+    runs = plan(preset, seed_list, label_budgets, sorted(set(depths)), source_per_class, directions)
     rows = run_all(root, runs, settings)
     write_report(root, rows, settings, main_budget(label_budgets, preset))
     print(f"report: {root / 'report.md'}")

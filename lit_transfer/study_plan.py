@@ -47,11 +47,18 @@ def main_budget(budgets: list[int | None], preset: str) -> int | None:
     return None if preset == "seed" or None in budgets else max(budgets)
 
 
-def plan(preset: str, seeds: list[int], budgets: list[int | None], depths: list[int], source: int | None) -> list[Run]:
+def plan(
+    preset: str,
+    seeds: list[int],
+    budgets: list[int | None],
+    depths: list[int],
+    source: int | None,
+    directions: list[str],
+) -> list[Run]:
     """Seed by seed (a first complete picture early), each direction's source run before the runs that use it."""
     runs = []
     for seed in seeds:
-        for direction in DIRECTIONS:
+        for direction in directions:
             runs.append(Run(direction, "pretrain", seed, source))
             if preset == "seed":  # the notebook's two stages only
                 runs.append(Run(direction, "transfer_frozen", seed, None, depth=2))

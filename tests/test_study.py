@@ -135,6 +135,24 @@ def test_seed_preset_runs_only_the_notebook_stages(tmp_path: Path) -> None:
     assert "not drawn" in report and "no scratch or random-feature control" in report
 
 
+def test_one_direction_is_the_notebook_in_one_process(tmp_path: Path, monkeypatch, capsys) -> None:
+    data = write_mnist(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)  # no --out: the subset's own default folder, beside (not inside) reports/study
+    args = ["--preset", "seed", "--seeds", "[0]", "--directions", "[59to04]", "--epochs", "1"]
+    main(["--data_dir", str(data), "--download", "false", "--batch_size", "16", *args])
+    out = tmp_path / "reports/study-seed-59to04"
+    rows = read_csv(out)
+    assert [(r["direction"], r["condition"]) for r in rows] == [
+        ("5-9 -> 0-4", "pretrain"),
+        ("5-9 -> 0-4", "transfer_frozen"),
+    ]
+    assert not (out / "runs/04to59").exists() and not (tmp_path / "reports/study").exists()
+    console = capsys.readouterr().out
+    assert console.count("test accuracy") == 2  # both stages' results, printed by the one command
+    report = (out / "report.md").read_text()
+    assert "reverse direction" not in report and "no scratch or random-feature control" in report
+
+
 def test_std_and_gap_with_several_seeds() -> None:
     a, b = Stat([0.90, 0.80]), Stat([0.50, 0.52])
     assert a.cell() == "85.00 ± 7.07"
@@ -145,15 +163,19 @@ def test_std_and_gap_with_several_seeds() -> None:
 def test_config_matches_the_signature() -> None:
     config = build_parser().parse_args(["--config", str(REPO / "configs/study.yaml")])
     assert config.seeds == 3 and config.label_budgets == [10, 100, 1000, None] and config.quick is False
+    assert config.directions == ["59to04", "04to59"]
 
 
-@pytest.mark.parametrize("bad", [["--preset", "bogus"], ["--seeds", "[]"], ["--seeds", "0"]])
+@pytest.mark.parametrize(
+    "bad",
+    [["--preset", "bogus"], ["--seeds", "[]"], ["--seeds", "0"], ["--directions", "[]"], ["--directions", "[5to0]"]],
+)
 def test_bad_input_is_a_one_line_error(bad: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*bad, "--out", str(tmp_path / "out")])
     message = exit_info.value.code
     assert isinstance(message, str) and message.startswith("lit_transfer.study: error:") and "\n" not in message
-    assert "preset" in message or "seeds" in message
+    assert bad[0][2:] in message
 
 
 def test_bad_preset_from_the_shell(tmp_path: Path) -> None:
