@@ -35,8 +35,9 @@ step "loop overhead: Lightning's own cost per step on this host (the floor under
 timeout 60 python3 benchmarks/loop_overhead.py --device cuda --steps 1500 --repeats 3 2>&1 | tail -8 \
   | tee "$OUT/loop.log"
 # On an H200 (2026-11-27) one repeat of ours + plain took ~65 s; the whole-step graph adds one more of ours.
-step "benchmark: lit_transfer (default; whole-step graph) and the plain loop, 3 repeats, interleaved"
-timeout 300 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours ours_whole_step plain_ftz 2>&1 \
+# The default runs as one process (both stages, one start-up): the same stages, and the whole-command target.
+step "benchmark: lit_transfer (default in one process; whole-step graph) and the plain loop, 3 repeats, interleaved"
+timeout 300 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours_one_process ours_whole_step plain_ftz 2>&1 \
   | tee "$OUT/bench.log"
 if (( $(date +%s) - T0 < 480 )); then  # only when the device time allows
   step "profile: stage one with Lightning's SimpleProfiler"
