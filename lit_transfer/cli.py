@@ -98,6 +98,13 @@ class TransferCLI(LightningCLI):
                 rank_zero_info(f"lit_transfer: starting this stage from the weights in {ckpt_path}")
                 self.model.init_from = self.model.hparams.init_from = str(ckpt_path)
                 self.config_init["fit"]["ckpt_path"] = None
+        elif frozen_stage(self.trainer) and not self.model.init_from:
+            # Legitimate (the study's random-feature control), but from the Quick start it means a forgotten
+            # checkpoint, and the head would train on untrained features without a word.
+            rank_zero_info(
+                "lit_transfer: warning: the backbone is frozen but no weights were given (--ckpt_path or "
+                "--model.init_from): the head trains on randomly initialised features"
+            )
         self._refuse_overwrite(ckpt_path)
 
     def _same_stage(self, ckpt_path: str) -> bool:

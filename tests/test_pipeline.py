@@ -115,6 +115,16 @@ def test_init_from_and_new_head_for_other_class_count(mnist_root: Path, tmp_path
     assert results(only_run(runs / "three"))["digits"] == [1, 2, 3]
 
 
+def test_frozen_stage_without_weights_says_so(mnist_root: Path, tmp_path: Path, caplog) -> None:
+    runs = tmp_path / "runs"
+    base = ["--config=configs/finetune.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    run_cli("fit", *base, *common_args(mnist_root, runs, "random"))
+    assert "no weights were given (--ckpt_path or --model.init_from)" in caplog.text
+    caplog.clear()
+    run_cli("fit", *base, *common_args(mnist_root, runs, "transferred"), f"--ckpt_path={pretrain(mnist_root, runs)}")
+    assert "starting this stage from the weights" in caplog.text and "no weights were given" not in caplog.text
+
+
 def test_reverse_configs_hand_off_through_the_printed_command(mnist_root: Path, tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     base = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
