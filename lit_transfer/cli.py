@@ -83,6 +83,11 @@ class TransferCLI(LightningCLI):
             kwargs.setdefault("logger", CSVLogger(save_dir=run_dir, name="", version=""))
         if not config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        if config.get("max_time") is not None:
+            # Lightning enforces --trainer.max_time with a Timer of its own only if the callbacks hold none, so the
+            # default Timer (there for the training time) would switch the limit off; Lightning's does both.
+            callbacks = self.trainer_defaults["callbacks"]
+            self.trainer_defaults["callbacks"] = [cb for cb in callbacks if not isinstance(cb, Timer)]
         return super().instantiate_trainer(**kwargs)
 
     # --- fit: resume the same stage, or transfer from another -------------------------------------------

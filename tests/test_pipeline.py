@@ -125,6 +125,15 @@ def test_frozen_stage_without_weights_says_so(mnist_root: Path, tmp_path: Path, 
     assert "starting this stage from the weights" in caplog.text and "no weights were given" not in caplog.text
 
 
+def test_max_time_stops_training(mnist_root: Path, tmp_path: Path) -> None:
+    # The default Timer callback (for the training time) must not switch Lightning's max_time off.
+    runs = tmp_path / "runs"
+    limit = ["--trainer.max_epochs=300", "--trainer.max_time=00:00:00:01", "--trainer.limit_val_batches=1"]
+    run_cli("fit", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "limited"), *limit)
+    done = results(only_run(runs / "limited"))
+    assert 1 <= done["epochs"] < 300 and 1.0 <= done["train_time_s"] < 10
+
+
 def test_reverse_configs_hand_off_through_the_printed_command(mnist_root: Path, tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     base = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
