@@ -90,6 +90,13 @@ class TransferCLI(LightningCLI):
             self.trainer_defaults["callbacks"] = [cb for cb in callbacks if not isinstance(cb, Timer)]
         return super().instantiate_trainer(**kwargs)
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
+        if config.get("enable_checkpointing") is False:
+            # The two checkpoint callbacks are always built from their own options; Lightning refuses a
+            # ModelCheckpoint with checkpointing off, where the flag should simply turn them off.
+            callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
+
     # --- fit: resume the same stage, or transfer from another -------------------------------------------
     def before_fit(self) -> None:
         self.datamodule.prepare_data()  # missing data fails here, before worker processes start

@@ -134,6 +134,16 @@ def test_max_time_stops_training(mnist_root: Path, tmp_path: Path) -> None:
     assert 1 <= done["epochs"] < 300 and 1.0 <= done["train_time_s"] < 10
 
 
+def test_checkpointing_off_writes_no_checkpoint(mnist_root: Path, tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    off = ["--trainer.enable_checkpointing=false", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    run_cli("fit", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "off"), *off)
+    run = only_run(runs / "off")
+    assert not list(run.rglob("*.ckpt")) and results(run)["checkpoint"] is None
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "checkpoint for the next stage" not in printed
+
+
 def test_reverse_configs_hand_off_through_the_printed_command(mnist_root: Path, tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     base = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
