@@ -101,6 +101,7 @@ class TransferCLI(LightningCLI):
     def before_fit(self) -> None:
         self.datamodule.prepare_data()  # missing data fails here, before worker processes start
         ckpt_path = self.config_init["fit"].get("ckpt_path")
+        _refuse_shorthand(ckpt_path)
         if ckpt_path:
             if self._same_stage(ckpt_path):
                 rank_zero_info(f"lit_transfer: resuming this stage from {ckpt_path}")
@@ -153,7 +154,10 @@ class TransferCLI(LightningCLI):
 
     def _check_eval_checkpoint(self, subcommand: str) -> None:
         ckpt_path = self.config_init[subcommand].get("ckpt_path")
-        if ckpt_path in (None, "best", "last", "hpc", "registry"):
+        _refuse_shorthand(ckpt_path)
+        if ckpt_path is None:
+            rank_zero_info(f"lit_transfer: warning: no --ckpt_path: {subcommand} uses randomly initialised weights")
+        if ckpt_path in (None, "hpc", "registry"):
             return
         state = load_checkpoint(ckpt_path)
         require_ours(state, ckpt_path)
@@ -164,6 +168,15 @@ class TransferCLI(LightningCLI):
                 f"{ckpt_path} does not fit the configured model (e.g. a head for another number of digits): "
                 "pass the --config of the stage that wrote it"
             )
+
+
+def _refuse_shorthand(ckpt_path: str | None) -> None:
+    # Lightning's "last" and "best" look in this process's run folder, which is new for every command here.
+    if ckpt_path in ("last", "best"):
+        raise UserError(
+            f"--ckpt_path {ckpt_path} would look in this command's own new run folder: pass the checkpoint's path, "
+            "e.g. runs/pretrain/version_0/checkpoints/last.ckpt (each stage prints it)"
+        )
 
 
 def trainer_defaults() -> dict[str, Any]:

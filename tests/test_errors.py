@@ -114,6 +114,21 @@ def test_evaluating_a_checkpoint_of_other_head_width(subcommand: str, mnist_root
     assert "does not fit the configured model" in message
 
 
+@pytest.mark.parametrize(("subcommand", "shorthand"), [("fit", "last"), ("test", "best"), ("predict", "last")])
+def test_lightning_ckpt_shorthands_name_the_fix(
+    subcommand: str, shorthand: str, mnist_root: Path, tmp_path: Path, capsys
+) -> None:
+    args = common_args(mnist_root, tmp_path / "runs", "pretrain")
+    message = fails(capsys, subcommand, "--config=configs/pretrain.yaml", *args, f"--ckpt_path={shorthand}")
+    assert f"--ckpt_path {shorthand} would look in this command's own new run folder" in message
+    assert "checkpoints/last.ckpt" in message and nothing_written(tmp_path)
+
+
+def test_evaluating_without_a_checkpoint_says_so(mnist_root: Path, tmp_path: Path, caplog) -> None:
+    run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, tmp_path / "runs", "pretrain"))
+    assert "no --ckpt_path: test uses randomly initialised weights" in caplog.text
+
+
 def test_existing_checkpoints_are_never_overwritten(mnist_root: Path, tmp_path: Path, capsys) -> None:
     folder = tmp_path / "mine"
     folder.mkdir()
