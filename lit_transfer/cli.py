@@ -91,6 +91,7 @@ class TransferCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
+        # LightningCLI's private hook (like _parse_ckpt_path): tests/test_pipeline.py notices if it goes away.
         if config.get("enable_checkpointing") is False:
             # The two checkpoint callbacks are always built from their own options; Lightning refuses a
             # ModelCheckpoint with checkpointing off, where the flag should simply turn them off.
@@ -115,8 +116,8 @@ class TransferCLI(LightningCLI):
             # Legitimate (the study's random-feature control), but from the Quick start it means a forgotten
             # checkpoint, and the head would train on untrained features without a word.
             rank_zero_info(
-                "lit_transfer: warning: the backbone is frozen but no weights were given (--ckpt_path or "
-                "--model.init_from): the head trains on randomly initialised features"
+                "lit_transfer: warning: FreezeFeatures freezes layers but no weights were given (--ckpt_path or "
+                "--model.init_from): they keep their random initialisation and the head trains on random features"
             )
         self._refuse_overwrite(ckpt_path)
 

@@ -119,7 +119,7 @@ def test_frozen_stage_without_weights_says_so(mnist_root: Path, tmp_path: Path, 
     runs = tmp_path / "runs"
     base = ["--config=configs/finetune.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
     run_cli("fit", *base, *common_args(mnist_root, runs, "random"))
-    assert "no weights were given (--ckpt_path or --model.init_from)" in caplog.text
+    assert "freezes layers but no weights were given (--ckpt_path or --model.init_from)" in caplog.text
     caplog.clear()
     run_cli("fit", *base, *common_args(mnist_root, runs, "transferred"), f"--ckpt_path={pretrain(mnist_root, runs)}")
     assert "starting this stage from the weights" in caplog.text and "no weights were given" not in caplog.text
