@@ -40,6 +40,7 @@ FULL_IMAGES_PER_CLASS = 5400  # ~90% of MNIST's ~6,000 training images per digit
 EVAL_IMAGES = 6000
 FROZEN_EPOCH = 0.2
 CONV1_FROZEN_EPOCH = 0.85
+MULTI_PROCESS = {"--trainer.devices", "--trainer.strategy", "--trainer.num_nodes"}  # refused: see cli_args
 
 
 def finished(root: Path, run: Run) -> dict[str, Any] | None:
@@ -173,7 +174,7 @@ def run_study(
             1000 images per source digit, 1 epoch.
         keep_checkpoints: Keep the target runs' checkpoints (source runs' are always kept: they are reused).
         extra_args: Further ``python -m lit_transfer fit`` arguments for every run, e.g.
-            ``["--trainer.accelerator=cpu"]``.
+            ``["--trainer.accelerator=cpu"]``; not devices, strategy or nodes: the study trains on one device.
     """
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
@@ -188,6 +189,11 @@ def run_study(
         raise UserError(f"--label_budgets is {label_budgets}: give positive numbers or null (all), e.g. '[10,null]'")
     if not depths or any(not 1 <= n <= 3 for n in depths):
         raise UserError(f"--depths is {depths}: give weight-layer counts from 1 to 3, e.g. '[1,2,3]'")
+    if any(a.split("=")[0] in MULTI_PROCESS for a in extra_args):
+        raise UserError(
+            f"--extra_args {extra_args}: the study trains in its own process on one device (a multi-device launcher "
+            "would start the whole study again in each worker); for several devices use python -m lit_transfer fit"
+        )
     if epochs < 1 or warmup_epochs < 0:
         raise UserError(f"--epochs is {epochs}, --warmup_epochs {warmup_epochs}: give at least 1 and 0")
     directions = list(dict.fromkeys(directions))

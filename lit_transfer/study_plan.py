@@ -88,6 +88,9 @@ def cli_args(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | 
         f"--trainer.default_root_dir={root / run.folder}",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
+        # Every run in the study's one process: a DDP launcher would start its workers as `python -m
+        # lit_transfer.study` (the running script), i.e. a whole study each, and "auto" takes every GPU there is.
+        "--trainer.devices=1",
     ]
     if run.labels_per_class is not None:
         args.append(f"--data.train_per_class={run.labels_per_class}")

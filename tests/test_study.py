@@ -168,7 +168,15 @@ def test_config_matches_the_signature() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [["--preset", "bogus"], ["--seeds", "[]"], ["--seeds", "0"], ["--directions", "[]"], ["--directions", "[5to0]"]],
+    [
+        ["--preset", "bogus"],
+        ["--seeds", "[]"],
+        ["--seeds", "0"],
+        ["--directions", "[]"],
+        ["--directions", "[5to0]"],
+        ["--extra_args", '["--trainer.devices=2"]'],
+        ["--extra_args", '["--trainer.strategy", "ddp"]'],
+    ],
 )
 def test_bad_input_is_a_one_line_error(bad: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
