@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import re
 import shutil
 import statistics
@@ -147,6 +148,8 @@ def test_one_direction_is_the_notebook_in_one_process(tmp_path: Path, monkeypatc
         ("5-9 -> 0-4", "transfer_frozen"),
     ]
     assert not (out / "runs/04to59").exists() and not (tmp_path / "reports/study").exists()
+    done = json.loads((out / "runs/59to04/transfer_frozen/labelsall/seed0/done.json").read_text())
+    assert "--trainer.devices=1" in done["args"]  # one device whatever the machine has (see cli_args)
     console = capsys.readouterr().out
     assert console.count("test accuracy") == 2  # both stages' results, printed by the one command
     report = (out / "report.md").read_text()
@@ -176,6 +179,7 @@ def test_config_matches_the_signature() -> None:
         ["--directions", "[5to0]"],
         ["--extra_args", '["--trainer.devices=2"]'],
         ["--extra_args", '["--trainer.strategy", "ddp"]'],
+        ["--extra_args", '["--trainer.strategy.class_path=DDPStrategy"]'],
     ],
 )
 def test_bad_input_is_a_one_line_error(bad: list[str], tmp_path: Path) -> None:
