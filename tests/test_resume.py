@@ -118,3 +118,29 @@ def test_ddp_resumes_after_one_process_is_killed(data: Path, tmp_path: Path, ref
     assert len(list(only_run(runs / "b").glob("results*.json"))) == 1  # one writer
     # Against one process the data is split differently (2 x 8 images per step), so only close, not equal.
     assert abs(resumed["test_acc"] - reference[1]["test_acc"]) <= 0.25
+
+
+@pytest.fixture(scope="module")
+def frozen_reference(data: Path, tmp_path_factory) -> tuple[Path, tuple[dict, dict]]:
+    """Stage two (backbone frozen, head trained on cached features) from a stage-one checkpoint, uninterrupted."""
+    runs = tmp_path_factory.mktemp("frozen")
+    cli(*stage(data, runs, "source"))
+    source = only_run(runs / "source") / "checkpoints" / "last.ckpt"
+    cli(*stage(data, runs, "ref", "finetune"), f"--ckpt_path={source}")
+    return source, final(only_run(runs / "ref"))
+
+
+@pytest.mark.parametrize("kill_step", [5, 14], ids=["mid-epoch-0", "mid-epoch-2"])
+def test_frozen_stage_resumes_exactly(kill_step: int, data: Path, tmp_path: Path, frozen_reference) -> None:
+    # The resumed run must rebuild its feature cache from the restored backbone, not the freshly initialised one.
+    source, (ref_weights, ref_report) = frozen_reference
+    runs = tmp_path / "runs"
+    kill = ["--trainer.callbacks+=crash.KillAt", f"--trainer.callbacks.step={kill_step}"]
+    cli(*stage(data, runs, "a", "finetune"), f"--ckpt_path={source}", *kill, expect_kill=True)
+    last = only_run(runs / "a") / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4 * (kill_step // 4)
+    cli(*stage(data, runs, "b", "finetune"), f"--ckpt_path={last}")
+    weights, report = final(only_run(runs / "b"))
+    assert all(torch.equal(value, weights[key]) for key, value in ref_weights.items())
+    assert report["stage"] == "finetune" and report["train_images"] == ref_report["train_images"]
+    assert report["frozen_params"] == ref_report["frozen_params"] > 0
