@@ -40,7 +40,7 @@ FULL_IMAGES_PER_CLASS = 5400  # ~90% of MNIST's ~6,000 training images per digit
 EVAL_IMAGES = 6000
 FROZEN_EPOCH = 0.2
 CONV1_FROZEN_EPOCH = 0.85
-MULTI_PROCESS = [["--trainer", "devices"], ["--trainer", "strategy"], ["--trainer", "num_nodes"]]  # see cli_args
+MULTI_PROCESS = ("--trainer.devices", "--trainer.strategy", "--trainer.num_nodes")  # refused: see cli_args
 
 
 def finished(root: Path, run: Run) -> dict[str, Any] | None:
@@ -189,7 +189,7 @@ def run_study(
         raise UserError(f"--label_budgets is {label_budgets}: give positive numbers or null (all), e.g. '[10,null]'")
     if not depths or any(not 1 <= n <= 3 for n in depths):
         raise UserError(f"--depths is {depths}: give weight-layer counts from 1 to 3, e.g. '[1,2,3]'")
-    if any(a.split("=")[0].split(".")[:2] in MULTI_PROCESS for a in extra_args):
+    if any(a.startswith(MULTI_PROCESS) for a in extra_args):  # also --trainer.strategy.class_path=...
         raise UserError(
             f"--extra_args {extra_args}: the study trains in its own process on one device (a multi-device launcher "
             "would start the whole study again in each worker); for several devices use python -m lit_transfer fit"
