@@ -58,11 +58,7 @@ def ours(data_dir: str, extra: list[str], label: str = "lit_transfer") -> list[d
         REPO,
     )
     second = json.loads(next((root / "b").glob("version_*/results.json")).read_text())
-    records = []
-    for stage, r, wall in (("stage_one", first, wall1), ("stage_two", second, wall2)):
-        keep = ("train_time_s", "images_per_s", "test_acc", "peak_rss_mb", "peak_gpu_mb")
-        records.append({"impl": label, "stage": stage, "command_wall_s": wall, **{k: r[k] for k in keep}})
-    return records
+    return [record(label, "stage_one", first, wall1), record(label, "stage_two", second, wall2)]
 
 
 def ours_one_process(data_dir: str, extra: list[str]) -> list[dict]:
@@ -77,12 +73,15 @@ def ours_one_process(data_dir: str, extra: list[str]) -> list[dict]:
     records = []
     for stage, condition in (("stage_one", "pretrain"), ("stage_two", "transfer_frozen")):
         done = json.loads((root / "runs/59to04" / condition / "labelsall/seed0/done.json").read_text())
-        r = json.loads((root / done["run_dir"] / "results.json").read_text())
-        keep = ("train_time_s", "images_per_s", "test_acc", "peak_rss_mb", "peak_gpu_mb")
-        records.append(
-            {"impl": "lit_transfer, one process", "stage": stage, "command_wall_s": wall / 2, **{k: r[k] for k in keep}}
-        )
+        results = json.loads((root / done["run_dir"] / "results.json").read_text())
+        records.append(record("lit_transfer, one process", stage, results, wall / 2))  # one process: half each
     return records
+
+
+def record(impl: str, stage: str, results: dict, wall: float) -> dict:
+    """One stage's measurement from lit_transfer's ``results.json``."""
+    keep = ("train_time_s", "images_per_s", "test_acc", "peak_rss_mb", "peak_gpu_mb")
+    return {"impl": impl, "stage": stage, "command_wall_s": wall, **{k: results[k] for k in keep}}
 
 
 def reference(script: str, data_dir: str, extra: list[str]) -> list[dict]:
