@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_transfer.cpu import tune_cpu
-from lit_transfer.layers import ByteDropout, GradLayoutFlatten
 from lit_transfer.model import Backbone, Head
+from lit_transfer.speed.cpu import tune_cpu
+from lit_transfer.speed.layers import ByteDropout, GradLayoutFlatten
 
 
 def variant(
@@ -28,10 +28,11 @@ def variant(
     """The notebook's CNN with the backbone's last two layers and the head's dropout swapped in, and the second
     ReLU before pooling (the notebook) or after it (lit_transfer)."""
     torch.manual_seed(0)
-    backbone, head = Backbone(), Head(5)
-    backbone[3], backbone[4] = (nn.MaxPool2d(2), nn.ReLU()) if pool_first else (nn.ReLU(), nn.MaxPool2d(2))
+    b, head = Backbone(), Head(5)
+    middle = [b.pool, b.relu2] if pool_first else [b.relu2, b.pool]
     tail = [flatten(), dropout(0.25)] if flatten_first else [dropout(0.25), flatten()]
-    backbone[5], backbone[6], head[2] = *tail, dropout(0.5)
+    backbone = nn.Sequential(b.conv1, b.relu1, b.conv2, *middle, *tail)
+    head.dropout = dropout(0.5)
     return nn.Sequential(backbone.to(memory_format=torch.channels_last), head)
 
 

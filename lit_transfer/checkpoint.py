@@ -2,7 +2,8 @@
 
 Every checkpoint this package writes carries ``checkpoint[MARKER]``: which dataset and digits it was trained on
 and whether its backbone was frozen. That tells the command line whether a ``--ckpt_path`` continues the same
-stage (resume) or starts the next one (transfer).
+stage (resume) or starts the next one (transfer). Checkpoints written before the layers had names
+(``backbone.0.weight`` for ``backbone.conv1.weight``, ...) are read with today's names.
 """
 
 from __future__ import annotations
@@ -14,13 +15,44 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lit_transfer.errors import UserError
 
 MARKER = "lit_transfer"
 FORMAT = 1
+# The layers' positions in the nn.Sequential before they had names (lit_transfer before 2026-12): old -> new prefix
+POSITIONAL_NAMES = {
+    "backbone.0.": "backbone.conv1.",
+    "backbone.2.": "backbone.conv2.",
+    "head.0.": "head.fc1.",
+    "head.3.": "head.fc2.",
+}
+
+
+def frozen_stage(trainer: L.Trainer) -> bool:
+    """Whether this run freezes layers (a ``BaseFinetuning`` callback such as ``FreezeFeatures``): what tells a
+    stage-two checkpoint from a stage-one one."""
+    return any(isinstance(cb, BaseFinetuning) for cb in trainer.callbacks)
+
+
+def named_layer(key: str) -> str:
+    """A parameter's name with a positional layer renamed to today's layer name (other names as they are)."""
+    old = next((p for p in POSITIONAL_NAMES if key.startswith(p)), None)
+    return POSITIONAL_NAMES[old] + key[len(old) :] if old else key
+
+
+def rename_positional_layers(checkpoint: dict[str, Any]) -> None:
+    """Where a checkpoint names parameters: its weights, and the parameter groups BaseFinetuning callbacks keep."""
+    if isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint["state_dict"] = {named_layer(k): v for k, v in checkpoint["state_dict"].items()}
+    for state in (checkpoint.get("callbacks") or {}).values():
+        groups = state.get("internal_optimizer_metadata", {}) if isinstance(state, dict) else {}
+        for group in (g for per_optimizer in groups.values() for g in per_optimizer):
+            group["params"] = [named_layer(name) for name in group["params"]]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -46,6 +78,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         ) from None
     if not isinstance(checkpoint, dict):
         raise UserError(f"{path} is not a lit_transfer checkpoint: pass a .ckpt file written by lit_transfer")
+    rename_positional_layers(checkpoint)
     return checkpoint
 
 

@@ -13,13 +13,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer.callbacks import StageReport, frozen_stage
-from lit_transfer.checkpoint import AtomicCheckpointIO, load_checkpoint, require_ours
-from lit_transfer.cpu import flush_denormals
+from lit_transfer.callbacks import PredictionCSV, StageReport
+from lit_transfer.checkpoint import AtomicCheckpointIO, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
-from lit_transfer.predictions import PredictionCSV
+from lit_transfer.speed.cpu import flush_denormals, tune_cpu
 
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # how DDP worker processes learn the run directory rank 0 claimed
 
@@ -88,7 +87,10 @@ class TransferCLI(LightningCLI):
             # default Timer (there for the training time) would switch the limit off; Lightning's does both.
             callbacks = self.trainer_defaults["callbacks"]
             self.trainer_defaults["callbacks"] = [cb for cb in callbacks if not isinstance(cb, Timer)]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.strategy.root_device.type == "cpu":
+            tune_cpu(processes=trainer.num_devices)  # process-wide CPU settings (lit_transfer/speed/cpu.py)
+        return trainer
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[L.Callback]) -> L.Trainer:
         # LightningCLI's private hook (like _parse_ckpt_path): tests/test_pipeline.py notices if it goes away.

@@ -57,17 +57,31 @@ class EpochSampler:
 class TensorBatches:
     """Yields ``(inputs[idx], targets[idx])`` for each index batch of ``sampler``; resumable mid-epoch.
 
-    ``inputs`` may be swapped (e.g. for cached backbone features of the same examples, in the same order).
+    ``inputs`` are the images, or per image anything else in the same order: the frozen backbone's cached features
+    (``serve_features``, ``lit_transfer/speed/feature_cache.py``) until ``serve_images`` puts the images back.
     """
 
-    def __init__(self, inputs: Tensor, targets: Tensor, sampler: EpochSampler) -> None:
-        self.inputs, self.targets, self.sampler = inputs, targets, sampler
+    def __init__(self, images: Tensor, targets: Tensor, sampler: EpochSampler) -> None:
+        self.images, self.targets, self.sampler = images, targets, sampler
+        self.inputs = images
         self.batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
         self._yielded = 0  # batches handed out in the current epoch
         self._skip = 0  # batches to skip after a mid-epoch resume
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def serve_features(self, features: Tensor) -> None:
+        """Serve ``features[i]`` in place of ``images[i]`` from the next batch on."""
+        assert len(features) == len(self.images), "one feature row per image"
+        self.inputs = features
+
+    def serve_images(self) -> None:
+        self.inputs = self.images
+
+    @property
+    def serves_features(self) -> bool:
+        return self.inputs is not self.images
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         # A generator: the permutation is drawn on the first ``next``, after Lightning has called ``set_epoch``.

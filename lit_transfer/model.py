@@ -1,28 +1,24 @@
 """The notebook's CNN as plain ``nn.Module``s: a convolutional backbone and a dense head.
 
-Layer for layer the Keras model of ``mnist_transfer_cnn.py``:
-features Conv(1->32, 3x3, valid) -> ReLU -> Conv(32->32, 3x3) -> ReLU -> MaxPool 2x2 -> Dropout 0.25 -> Flatten,
-classifier Linear(4608->128) -> ReLU -> Dropout 0.5 -> Linear(128->k). Dropout and flatten are drop-in
-subclasses from ``layers.py``: the same computation, cheaper on the CPU. Two reorderings that change no value and
-no gradient (``tests/test_model.py`` checks the network against the notebook's order bit for bit, dropout off;
-``tests/test_layers.py`` and ``tests/test_speed_paths.py`` the dropout and flatten themselves):
-- the backbone pools before its second ReLU: a maximum commutes with ReLU exactly (both are monotone, and pooling
-  picks the same element), and ReLU then runs, forward and backward, on a quarter of the elements;
-- it flattens before its dropout (an elementwise mask commutes with a reshape): the mask is then drawn over a plain
-  (N, 4608) tensor whatever layout the convolutions use, so images and cached features get the same mask without
-  a layout conversion.
+Layer for layer the Keras model of ``mnist_transfer_cnn.py``, with the same layer names in the checkpoint
+(``backbone.conv1.weight``, ``head.fc2.bias``, ...)::
+
+    feature_layers         Conv2D(32, 3x3) ReLU  Conv2D(32, 3x3) ReLU  MaxPooling2D(2x2)  Dropout(0.25)  Flatten
+    classification_layers  Dense(128) ReLU  Dropout(0.5)  Dense(num_classes)
+
+On the CPU, ``TransferModule`` swaps in layers that compute the same values and gradients faster
+(``lit_transfer/speed/layers.py``); ``to_notebook_layers`` there swaps them back, e.g. for export.
 """
+
+from __future__ import annotations
+
+from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from lit_transfer.layers import ByteDropout, GradLayoutFlatten
-
 FEATURE_SHAPE = (32, 12, 12)  # 28 -> 26 -> 24 after two valid 3x3 convs, -> 12 after 2x2 pooling
 FEATURE_DIM = 32 * 12 * 12  # 4608, the flattened feature vector the head reads
-
-# Backbone layers up to (not including) its flatten and dropout: their output is what a frozen backbone can cache.
-# Flatten and dropout are applied on the fly, so a cached run keeps the notebook's semantics.
-DETERMINISTIC_PREFIX = 5
+WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2")  # input to output: Yosinski et al.'s "first n layers"
 
 
 class Backbone(nn.Sequential):
@@ -30,26 +26,34 @@ class Backbone(nn.Sequential):
 
     def __init__(self) -> None:
         super().__init__(
-            nn.Conv2d(1, 32, kernel_size=3),
-            nn.ReLU(),
-            nn.Conv2d(32, 32, kernel_size=3),
-            nn.MaxPool2d(2),
-            nn.ReLU(),
-            GradLayoutFlatten(),
-            ByteDropout(0.25),
+            OrderedDict(
+                conv1=nn.Conv2d(1, 32, kernel_size=3),
+                relu1=nn.ReLU(),
+                conv2=nn.Conv2d(32, 32, kernel_size=3),
+                relu2=nn.ReLU(),
+                pool=nn.MaxPool2d(2),
+                dropout=nn.Dropout(0.25),
+                flatten=nn.Flatten(),
+            )
         )
 
-    def pooled(self, x: Tensor) -> Tensor:
-        """Output of the deterministic layers (conv, ReLU, conv, pooling, ReLU): shape ``(N, 32, 12, 12)``."""
-        for layer in list(self)[:DETERMINISTIC_PREFIX]:
+    def _split(self) -> int:
+        """How many layers come before the dropout: their output depends on the weights alone."""
+        return list(self._modules).index("dropout")
+
+    def features(self, x: Tensor) -> Tensor:
+        """The layers before the dropout, which depend on the weights alone: the pooled maps ``(N, 32, 12, 12)``
+        (flattened to ``(N, 4608)`` where the fast CPU layers flatten first). While the backbone is frozen their
+        output is computed once and cached (``lit_transfer/speed/feature_cache.py``)."""
+        for layer in list(self)[: self._split()]:
             x = layer(x)
         return x
 
-    def from_pooled(self, pooled: Tensor) -> Tensor:
-        """The remaining layers (flatten, dropout) applied to :meth:`pooled`'s output."""
-        for layer in list(self)[DETERMINISTIC_PREFIX:]:
-            pooled = layer(pooled)
-        return pooled
+    def from_features(self, features: Tensor) -> Tensor:
+        """The remaining layers (dropout and flatten) applied to :meth:`features`' output."""
+        for layer in list(self)[self._split() :]:
+            features = layer(features)
+        return features
 
 
 class Head(nn.Sequential):
@@ -57,17 +61,19 @@ class Head(nn.Sequential):
 
     def __init__(self, num_classes: int) -> None:
         super().__init__(
-            nn.Linear(FEATURE_DIM, 128),
-            nn.ReLU(),
-            ByteDropout(0.5),
-            nn.Linear(128, num_classes),
+            OrderedDict(
+                fc1=nn.Linear(FEATURE_DIM, 128),
+                relu=nn.ReLU(),
+                dropout=nn.Dropout(0.5),
+                fc2=nn.Linear(128, num_classes),
+            )
         )
 
     @property
     def num_classes(self) -> int:
-        return self[-1].out_features
+        return self.fc2.out_features
 
 
 def weight_layers(backbone: Backbone, head: Head) -> list[nn.Module]:
-    """The layers with weights, input to output: conv1, conv2, fc1, fc2 (Yosinski et al.'s "first n layers")."""
-    return [m for m in (*backbone, *head) if any(True for _ in m.parameters(recurse=False))]
+    """The layers with weights, input to output: conv1, conv2, fc1, fc2."""
+    return [backbone.conv1, backbone.conv2, head.fc1, head.fc2]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lit_transfer.cli import main
-from lit_transfer.cpu import flush_denormals
+from lit_transfer.speed.cpu import flush_denormals
 
 flush_denormals()  # as `python -m lit_transfer` does, before any test starts torch's CPU threads
 

@@ -12,7 +12,7 @@ import warnings, torch
 torch.set_num_threads(2)
 if {pool_first}:
     torch.ones(1 << 22).mul_(2)  # a parallel op: OpenMP's worker threads start here
-from lit_transfer.cpu import denormals_leak, flush_denormals, tune_cpu
+from lit_transfer.speed.cpu import denormals_leak, flush_denormals, tune_cpu
 flush_denormals()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")

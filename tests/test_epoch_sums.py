@@ -2,7 +2,7 @@
 
 import torch
 
-from lit_transfer.epoch_sums import EpochSums
+from lit_transfer.speed.epoch_sums import EpochSums
 
 
 def test_epoch_means_weight_each_batch_by_its_images_and_reset_in_place() -> None:

@@ -1,41 +1,26 @@
-"""The CUDA-graph training path: its logic on the CPU (a stand-in for the capture), the real thing where CUDA is."""
+"""The CUDA-graph training path: its logic on the CPU (stand-ins for the captures), the real thing where CUDA is."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from graph_stand_ins import use_stand_ins
 from torch import nn
 
-import lit_transfer.module as module_file
 from lit_transfer import DigitsDataModule, FreezeFeatures, TransferModule
-from lit_transfer.graphs import GraphedForward
-from lit_transfer.step_graph import StepGraph, make_capturable
+from lit_transfer.speed.cuda_graphs import GraphedForward, graphs_safe
+from lit_transfer.speed.step_graph import StepGraph, make_capturable
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-def stand_in(module: nn.Module, sample: torch.Tensor) -> nn.Module:
-    """The CPU stand-in for ``make_graphed_callables``: the same module, run eagerly."""
-    return module
-
-
-def step_stand_in(warmup: Callable[[], None], step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
-    """The CPU stand-in for the whole-step capture: the warm-up runs (with the random state put back, as a graph's
-    warm-up leaves the eager stream's masks alone here), and each "replay" runs the step eagerly."""
-    with torch.random.fork_rng():
-        warmup()
-    return step
 
 
 def train(
     mnist_root: Path,
     graphed: bool,
-    monkeypatch,
     *,
     freeze: FreezeFeatures | None = None,
     device="cpu",
@@ -44,13 +29,15 @@ def train(
     **trainer_args,
 ):
     """Two epochs on the synthetic digits; the graphed path forced on (and, on the CPU, its capture stood in)."""
-    monkeypatch.setattr(module_file, "graphs_safe", lambda trainer: graphed)
-    if device == "cpu":
-        monkeypatch.setattr(module_file, "GRAPH_FN", stand_in)
-        monkeypatch.setattr(module_file, "STEP_CAPTURE", step_stand_in)
     L.seed_everything(0)
     data = DigitsDataModule(str(mnist_root), download=False, batch_size=16, val_size=0.2)
     model = TransferModule(graph_whole_step=whole_step)
+    if graphed and device == "cpu":
+        use_stand_ins(model)
+    elif graphed:
+        model.graphs_allowed = lambda trainer: True
+    else:
+        model.graphs_allowed = lambda trainer: False
     trainer = L.Trainer(
         accelerator=device,
         max_epochs=epochs,
@@ -75,10 +62,10 @@ def assert_same_training(a: TransferModule, b: TransferModule) -> None:
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["whole-model", "frozen-backbone-cached-features"])
-def test_graphed_path_logic_gives_identical_updates_on_cpu(frozen: bool, mnist_root: Path, monkeypatch) -> None:
+def test_graphed_path_logic_gives_identical_updates_on_cpu(frozen: bool, mnist_root: Path) -> None:
     freeze = (lambda: FreezeFeatures()) if frozen else (lambda: None)
-    eager = train(mnist_root, False, monkeypatch, freeze=freeze())
-    graphed = train(mnist_root, True, monkeypatch, freeze=freeze())
+    eager = train(mnist_root, False, freeze=freeze())
+    graphed = train(mnist_root, True, freeze=freeze())
     # 48 training images, batch 16: 3 full batches per epoch, each through the graphed path; validation eager
     assert eager.graph_replays == 0 and graphed.graph_replays == 6
     for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
@@ -108,10 +95,10 @@ def test_short_batches_run_eagerly_and_each_kind_is_graphed_once() -> None:
 
 
 @pytest.mark.parametrize("frozen", [False, True], ids=["whole-model", "frozen-backbone-cached-features"])
-def test_whole_step_graph_logic_gives_identical_training_on_cpu(frozen: bool, mnist_root: Path, monkeypatch) -> None:
+def test_whole_step_graph_logic_gives_identical_training_on_cpu(frozen: bool, mnist_root: Path) -> None:
     freeze = (lambda: FreezeFeatures()) if frozen else (lambda: None)
-    eager = train(mnist_root, False, monkeypatch, freeze=freeze(), whole_step=True)
-    whole = train(mnist_root, True, monkeypatch, freeze=freeze(), whole_step=True)
+    eager = train(mnist_root, False, freeze=freeze(), whole_step=True)
+    whole = train(mnist_root, True, freeze=freeze(), whole_step=True)
     # 3 full batches per epoch: the first runs eagerly (it creates the optimizer state), the other 5 are replays
     assert eager.graph_replays == 0 and whole.graph_replays == 5
     assert_same_training(eager, whole)
@@ -119,9 +106,9 @@ def test_whole_step_graph_logic_gives_identical_training_on_cpu(frozen: bool, mn
     assert whole._step_graph is None and whole._graphed is None  # freed when training ends
 
 
-def test_whole_step_graph_is_captured_again_after_unfreezing(mnist_root: Path, monkeypatch) -> None:
+def test_whole_step_graph_is_captured_again_after_unfreezing(mnist_root: Path) -> None:
     runs = [
-        train(mnist_root, g, monkeypatch, freeze=FreezeFeatures(unfreeze_at_epoch=1), whole_step=True, epochs=3)
+        train(mnist_root, g, freeze=FreezeFeatures(unfreeze_at_epoch=1), whole_step=True, epochs=3)
         for g in (False, True)
     ]
     # epoch 0: cached features (1 eager + 2 replays); epoch 1: images and a new parameter group, a new kind
@@ -131,9 +118,9 @@ def test_whole_step_graph_is_captured_again_after_unfreezing(mnist_root: Path, m
     assert len(runs[1].trainer.optimizers[0].param_groups) == 2
 
 
-def test_whole_step_graph_steps_aside_for_gradient_clipping(mnist_root: Path, monkeypatch, caplog) -> None:
+def test_whole_step_graph_steps_aside_for_gradient_clipping(mnist_root: Path, caplog) -> None:
     with caplog.at_level(logging.INFO):
-        model = train(mnist_root, True, monkeypatch, whole_step=True, gradient_clip_val=1.0)
+        model = train(mnist_root, True, whole_step=True, gradient_clip_val=1.0)
     assert "whole-step CUDA graph off (gradient clipping is set)" in caplog.text
     assert model.graph_replays == 6  # forward and backward graphed instead, every full batch
 
@@ -179,7 +166,7 @@ def test_make_capturable_moves_resumed_step_counts_to_the_parameters() -> None:
 
 def test_graphs_only_where_safe() -> None:
     cpu = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
-    assert not module_file.graphs_safe(cpu)
+    assert not graphs_safe(cpu)
 
 
 @CUDA
@@ -189,8 +176,8 @@ def test_cuda_graph_matches_eager_on_gpu(whole_step: bool, replays: int, mnist_r
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     monkeypatch.setattr(TransferModule, "on_fit_start", lambda self: self.apply(_no_dropout))
-    eager = train(mnist_root, False, monkeypatch, device="cuda")
-    graphed = train(mnist_root, True, monkeypatch, device="cuda", whole_step=whole_step)
+    eager = train(mnist_root, False, device="cuda")
+    graphed = train(mnist_root, True, device="cuda", whole_step=whole_step)
     assert graphed.graph_replays == replays
     for (name, a), b in zip(eager.state_dict().items(), graphed.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
@@ -201,7 +188,7 @@ def test_cuda_graph_matches_eager_on_gpu(whole_step: bool, replays: int, mnist_r
 @CUDA
 def test_graphed_dropout_draws_fresh_masks_on_each_replay() -> None:
     model = TransferModule().cuda().train()
-    graphed = GraphedForward(model._eager_logits, [model.backbone, model.head], full_batch=16)
+    graphed = GraphedForward(model.logits, [model.backbone, model.head], full_batch=16)
     images = torch.randint(0, 255, (16, 28, 28), dtype=torch.uint8, device="cuda")
     first, second = graphed(images).clone(), graphed(images).clone()
     assert graphed.replays == 2 and len(graphed.graphs) == 1

@@ -4,7 +4,7 @@ rates) and GradLayoutFlatten (nn.Flatten's values and gradient, in the input's l
 import pytest
 import torch
 
-from lit_transfer.layers import ByteDropout, GradLayoutFlatten, random_bytes_like
+from lit_transfer.speed.layers import ByteDropout, GradLayoutFlatten, random_bytes_like
 
 
 def test_random_bytes_are_uniform_in_every_byte_position() -> None:
@@ -75,9 +75,12 @@ def test_eval_mode_and_non_dense_inputs() -> None:
     assert set(out.unique().tolist()) <= {0.0} | set((strided * 2).flatten().tolist())
 
 
-def test_rates_off_the_byte_grid_are_refused() -> None:
-    with pytest.raises(ValueError, match="1/256"):
-        ByteDropout(0.3)
+def test_rates_off_the_byte_grid_take_torchs_dropout() -> None:
+    x = torch.ones(4096)
+    torch.manual_seed(3)
+    ours = ByteDropout(0.3).train()(x)
+    torch.manual_seed(3)
+    assert torch.equal(ours, torch.nn.functional.dropout(x, 0.3, True))
 
 
 def test_flatten_gradient_keeps_the_channels_last_layout() -> None:

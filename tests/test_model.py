@@ -1,4 +1,4 @@
-"""The network is the notebook's, layer for layer: its reorderings change no value and no gradient."""
+"""The network is the notebook's, layer for layer, and the fast CPU layers change no value and no gradient."""
 
 import pytest
 import torch
@@ -6,26 +6,51 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_transfer.model import Backbone, Head
+from lit_transfer.speed.layers import ByteDropout, GradLayoutFlatten, to_fast_cpu_layers, to_notebook_layers
 
 
-def notebook_order(backbone: Backbone, head: Head) -> nn.Sequential:
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone, self.head = Backbone(), Head(5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def keras_order(net: Net) -> nn.Sequential:
     """The Keras model's order with the same weights: conv, ReLU, conv, ReLU, pool, flatten, dense, ReLU, dense."""
-    conv1, conv2 = backbone[0], backbone[2]
-    return nn.Sequential(conv1, nn.ReLU(), conv2, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), head[0], nn.ReLU(), head[3])
+    b, h = net.backbone, net.head
+    return nn.Sequential(b.conv1, nn.ReLU(), b.conv2, nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), h.fc1, nn.ReLU(), h.fc2)
+
+
+def test_layers_are_named_as_in_the_notebook() -> None:
+    net = Net()
+    assert list(net.backbone._modules) == ["conv1", "relu1", "conv2", "relu2", "pool", "dropout", "flatten"]
+    assert list(net.head._modules) == ["fc1", "relu", "dropout", "fc2"]
+    assert [k for k in net.state_dict() if k.endswith("weight")] == [
+        "backbone.conv1.weight",
+        "backbone.conv2.weight",
+        "head.fc1.weight",
+        "head.fc2.weight",
+    ]
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_forward_and_gradients_equal_the_notebook_order_bit_for_bit(channels_last: bool) -> None:
+def test_fast_layers_equal_the_notebook_order_bit_for_bit(channels_last: bool) -> None:
     torch.manual_seed(0)
-    backbone, head = Backbone(), Head(5)
-    ours = nn.Sequential(backbone, head).eval()  # evaluation mode: dropout is the identity in both
-    reference = notebook_order(backbone, head).eval()
+    net = Net()
+    keys = list(net.state_dict())
+    to_fast_cpu_layers(net)
+    assert list(net.state_dict()) == keys  # the same checkpoint keys
+    assert isinstance(net.backbone.dropout, ByteDropout) and isinstance(net.backbone.flatten, GradLayoutFlatten)
+    ours = net.eval()  # evaluation mode: dropout is the identity in both
+    reference = keras_order(net).eval()
     # MNIST-like images, plus blank and constant ones: their pooling windows are all ties, where a reordering that
     # picked another element would send the gradient elsewhere.
     images = (torch.rand(16, 1, 28, 28) > 0.7).float() * torch.rand(16, 1, 28, 28)
     images[0], images[1] = 0.0, 1.0
     if channels_last:
-        ours.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 5, (16,))
     results = []
@@ -42,11 +67,27 @@ def test_forward_and_gradients_equal_the_notebook_order_bit_for_bit(channels_las
     assert any(g.abs().sum() > 0 for g in ours_grads)  # the comparison is not between zeros
 
 
-def test_pooled_features_are_the_notebook_layers_before_dropout() -> None:
+def test_features_are_the_notebook_layers_before_dropout() -> None:
     torch.manual_seed(0)
-    backbone = Backbone()
+    net = Net()
     images = torch.rand(8, 1, 28, 28)
-    conv1, conv2 = backbone[0], backbone[2]
-    expected = F.max_pool2d(F.relu(conv2(F.relu(conv1(images)))), 2)
-    assert torch.equal(backbone.pooled(images), expected)
-    assert torch.equal(backbone.eval()(images), expected.flatten(1))
+    expected = F.max_pool2d(F.relu(net.backbone.conv2(F.relu(net.backbone.conv1(images)))), 2)
+    assert torch.equal(net.backbone.features(images), expected)
+    assert torch.equal(net.backbone.eval()(images), expected.flatten(1))
+    to_fast_cpu_layers(net)  # the fast order flattens before its dropout: the features come flattened
+    expected = F.max_pool2d(F.relu(net.backbone.conv2(F.relu(net.backbone.conv1(images)))), 2)  # channels-last
+    assert torch.equal(net.backbone.features(images), expected.flatten(1))
+
+
+def test_swapping_back_gives_a_scriptable_notebook_model() -> None:
+    torch.manual_seed(0)
+    net = Net().eval()
+    images = torch.rand(4, 1, 28, 28)
+    before = net(images)
+    to_fast_cpu_layers(net)
+    with pytest.raises(Exception):  # noqa: B017 (the custom autograd flatten cannot be scripted)
+        torch.jit.script(net)
+    to_notebook_layers(net)
+    assert type(net.backbone.dropout) is nn.Dropout and type(net.head.dropout) is nn.Dropout
+    scripted = torch.jit.script(net)
+    assert torch.equal(scripted(images), before)

@@ -110,8 +110,8 @@ def test_init_from_and_new_head_for_other_class_count(mnist_root: Path, tmp_path
     assert "so the last layer is newly initialised" in caplog.text
     after = state(only_run(runs / "three") / "checkpoints" / "last.ckpt")
     before = state(source)
-    assert torch.equal(after["state_dict"]["backbone.0.weight"], before["state_dict"]["backbone.0.weight"])
-    assert after["state_dict"]["head.3.weight"].shape == (3, 128)
+    assert torch.equal(after["state_dict"]["backbone.conv1.weight"], before["state_dict"]["backbone.conv1.weight"])
+    assert after["state_dict"]["head.fc2.weight"].shape == (3, 128)
     assert results(only_run(runs / "three"))["digits"] == [1, 2, 3]
 
 
@@ -157,7 +157,8 @@ def test_reverse_configs_hand_off_through_the_printed_command(mnist_root: Path, 
     report = results(only_run(runs / "b"))
     assert report["digits"] == [5, 6, 7, 8, 9] and report["stage"] == "finetune"
     assert torch.equal(
-        state(source)["state_dict"]["backbone.2.weight"], state(report["checkpoint"])["state_dict"]["backbone.2.weight"]
+        state(source)["state_dict"]["backbone.conv2.weight"],
+        state(report["checkpoint"])["state_dict"]["backbone.conv2.weight"],
     )
 
 
@@ -196,7 +197,7 @@ def test_bf16_mixed_precision_through_trainer_flags(mnist_root: Path, tmp_path: 
     )
     report = results(only_run(runs / "finetune"))
     assert report["precision"] == "bf16-mixed" and 0 <= report["test_acc"] <= 1
-    assert state(report["checkpoint"])["state_dict"]["head.0.weight"].dtype == torch.float32  # master weights
+    assert state(report["checkpoint"])["state_dict"]["head.fc1.weight"].dtype == torch.float32  # master weights
 
 
 def test_unfreezing_shows_in_the_parameter_counts(mnist_root: Path, tmp_path: Path) -> None:
@@ -212,8 +213,8 @@ def test_unfreezing_shows_in_the_parameter_counts(mnist_root: Path, tmp_path: Pa
     )
     report = results(only_run(runs / "finetune"))
     assert (report["trainable_params"], report["frozen_params"]) == (600_165, 0)
-    after = state(report["checkpoint"])["state_dict"]["backbone.0.weight"]
-    assert not torch.equal(after, state(source)["state_dict"]["backbone.0.weight"])
+    after = state(report["checkpoint"])["state_dict"]["backbone.conv1.weight"]
+    assert not torch.equal(after, state(source)["state_dict"]["backbone.conv1.weight"])
 
 
 def test_predict_writes_each_test_image_with_its_real_and_predicted_digit(mnist_root: Path, tmp_path: Path) -> None:

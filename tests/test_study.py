@@ -17,10 +17,10 @@ import pytest
 from conftest import REPO, write_mnist
 from matplotlib.image import imread
 
-from lit_transfer.report import versus
-from lit_transfer.rows import Stat
-from lit_transfer.study import build_parser, estimate_s, main
-from lit_transfer.study_plan import Run
+from lit_transfer.study.plan import Run
+from lit_transfer.study.report import versus
+from lit_transfer.study.runner import build_parser, estimate_s, main
+from lit_transfer.study.stats import Stat
 
 PLOTS = ["accuracy_vs_labels.png", "accuracy_vs_epoch.png", "accuracy_vs_depth.png", "confusion.png"]
 CONDITIONS = ["transfer_frozen", "transfer_finetune", "scratch", "random_frozen"]

@@ -1,11 +1,11 @@
 """The transfer study's report: ``results.csv`` and ``report.md`` (table, the answer derived from the numbers,
-the plots drawn by ``lit_transfer.plots``)."""
+the plots drawn by ``plots.py``)."""
 
 from __future__ import annotations
 
 import csv
 import datetime
-import json
+import io
 import math
 import os
 import platform
@@ -15,8 +15,9 @@ from typing import Any
 import lightning
 import torch
 
-from lit_transfer.plots import draw
-from lit_transfer.rows import CONDITIONS, Stat, acc, arrow, budget_text, label, select
+from lit_transfer.files import atomic_write
+from lit_transfer.study.plots import draw
+from lit_transfer.study.stats import CONDITIONS, Stat, acc, arrow, budget_text, label, select
 
 SMOKE_STEPS = 100  # fewer optimizer steps than this in every target run: the report says it is a smoke test
 
@@ -95,39 +96,15 @@ def caution(rows: list[dict], batch_size: int) -> list[str]:
             "study runs end to end; they do not answer the question. Run the full study for that.*", ""]  # fmt: skip
 
 
-def row(run: Any, record: dict[str, Any], root: Path) -> dict[str, Any]:
-    """One line of ``results.csv``: the study's ``Run``, its ``results.json`` numbers, and where it lives."""
-    results = json.loads((root / record["run_dir"] / "results.json").read_text())
-    return {
-        "direction": run.name,
-        "condition": run.condition,
-        "seed": run.seed,
-        "labels_per_class": run.labels_per_class,  # None: all
-        "depth": run.depth,  # frozen weight layers (fine-tuning: until unfrozen)
-        "transfer_layers": run.transfer_layers,  # None: all that fit
-        "digits": results["digits"],
-        "epochs": results["epochs"],
-        "test_acc": results["test_acc"],
-        "test_loss": results["test_loss"],
-        "train_time_s": results["train_time_s"],
-        "wall_s": record["wall_s"],  # the whole run: start, training, validation, test
-        "train_images": results["train_images"],  # over all epochs
-        "train_per_class": results["train_images"] / (results["epochs"] or 1) / len(results["digits"]),
-        "device": results["device"],
-        "run_dir": record["run_dir"],
-    }
-
-
 def write_csv(root: Path, rows: list[dict]) -> None:
     """``results.csv``, one row per run, written atomically; a label budget of ``None`` is written ``all``."""
-    tmp = root / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["direction"])
-        writer.writeheader()
-        for r in rows:
-            labels = "all" if r["labels_per_class"] is None else r["labels_per_class"]
-            writer.writerow({**r, "labels_per_class": labels, "digits": " ".join(map(str, r["digits"]))})
-    os.replace(tmp, root / "results.csv")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["direction"])
+    writer.writeheader()
+    for r in rows:
+        labels = "all" if r["labels_per_class"] is None else r["labels_per_class"]
+        writer.writerow({**r, "labels_per_class": labels, "digits": " ".join(map(str, r["digits"]))})
+    atomic_write(root / "results.csv", text.getvalue(), newline="")
 
 
 def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget: int | None) -> None:
@@ -176,4 +153,4 @@ def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget:
         lines.append(f"![{title}]({name})" if name else f"- {title}: not drawn ({why})")
         lines.append("")
     lines += ["`results.csv`: one row per run (settings, numbers, `run_dir` relative to this folder).", ""]
-    (root / "report.md").write_text("\n".join(lines))
+    atomic_write(root / "report.md", "\n".join(lines))

@@ -2,7 +2,7 @@
 the training sums, replayed for each full batch (``--model.graph_whole_step true``, on top of ``cuda_graph``).
 
 EXPERIMENTAL: its logic is tested on the CPU (a stand-in capture that runs the step eagerly); the capture itself
-has not yet run on a GPU, which is why it is off by default. ``graphs.py`` (forward and backward only, through
+has not yet run on a GPU, which is why it is off by default. ``cuda_graphs.py`` (forward and backward only, through
 ``torch.cuda.make_graphed_callables``) is the measured default.
 
 Written by hand because Lightning has no graphed step, ``make_graphed_callables`` covers forward and backward
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 # (warm-up, step) -> replay: runs ``warmup`` (no state change), captures ``step`` and returns a function that
-# replays it and returns the step's output. The tests swap in a CPU stand-in whose replay runs ``step`` eagerly.
+# replays it and returns the step's output. Tests give the module a CPU stand-in (its ``step_capture``).
 Capture = Callable[[Callable[[], None], Callable[[], Tensor]], Callable[[], Tensor]]
 
 
@@ -76,8 +76,8 @@ class StepGraph:
 
     def will_replay(self, inputs: Tensor) -> bool:
         """Decided before the batch's step (Lightning's ``on_train_batch_start``): False means run it eagerly. The
-        batch's kind is kept for its replay, so ``kind`` (which walks every parameter: 63 us on the project's CPU,
-        benchmarks/RESULTS.md) runs once per step."""
+        batch's kind is kept for its replay, so ``kind`` (which walks every parameter, benchmarks/RESULTS.md)
+        runs once per step."""
         self.decided = None
         if inputs.shape[0] != self.full_batch:
             return False

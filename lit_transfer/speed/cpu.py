@@ -37,13 +37,14 @@ def denormals_leak() -> bool:
 
 
 def tune_cpu(processes: int = 1) -> None:
-    """Call once per process before training on the CPU; ``processes``: training processes on this machine."""
+    """Call once per process before training on the CPU (the command line does); ``processes``: training
+    processes on this machine."""
     flush_denormals()
     if denormals_leak():
         warnings.warn(
             "lit_transfer: torch's CPU threads started before denormal floats were flushed, so some of them still "
             "compute denormals and training may run up to 3x slower: start through `python -m lit_transfer`, or "
-            "call lit_transfer.cpu.flush_denormals() before any other torch work",
+            "call lit_transfer.speed.cpu.flush_denormals() before any other torch work",
             stacklevel=2,
         )
     # glibc serves each block over 128 KiB with a fresh mmap and unmaps it when freed, so every step page-faults

@@ -1,4 +1,5 @@
-"""Callbacks: ``FreezeFeatures`` (stage two's frozen backbone) and ``StageReport`` (the per-stage results)."""
+"""``StageReport``: per stage, the training time, images/s, test metrics per real digit and parameter counts,
+printed like the notebook and written to ``results.json``."""
 
 from __future__ import annotations
 
@@ -9,60 +10,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BaseFinetuning, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
-from torch import nn
-from torch.optim import Optimizer
 
+from lit_transfer.checkpoint import frozen_stage
 from lit_transfer.files import atomic_write, unused_path
-from lit_transfer.model import weight_layers
-
-
-class FreezeFeatures(BaseFinetuning):
-    """Freeze the backbone (the first ``depth`` weight layers) before training; optionally unfreeze it later.
-
-    Frozen means ``requires_grad=False`` only: dropout in the frozen layers stays active while training, as in
-    Keras. ``depth`` counts weight layers from the input: 1 = conv1, 2 = both convs (the backbone, the notebook),
-    3 = both convs and the first dense layer (Yosinski et al.'s n).
-    """
-
-    def __init__(self, depth: int = 2, unfreeze_at_epoch: int | None = None, backbone_lr_factor: float = 0.1) -> None:
-        """
-        Args:
-            depth: How many weight layers, from the input, to freeze (1-3; 2 is the whole backbone).
-            unfreeze_at_epoch: Epoch at which the frozen layers join training (gradual unfreezing, as in
-                Lightning's fine-tuning example); ``None`` keeps them frozen throughout.
-            backbone_lr_factor: Learning rate of the unfrozen layers relative to the head's.
-        """
-        super().__init__()
-        if not 1 <= depth <= 3:
-            raise ValueError(f"FreezeFeatures depth must be 1, 2 or 3 (weight layers from the input), got {depth}")
-        if backbone_lr_factor <= 0:
-            raise ValueError(f"backbone_lr_factor must be positive, got {backbone_lr_factor}")
-        self.depth, self.unfreeze_at_epoch, self.backbone_lr_factor = depth, unfreeze_at_epoch, backbone_lr_factor
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # BaseFinetuning freezes on every setup; the test that follows fit must see the layers as training left
-        # them (unfrozen after ``unfreeze_at_epoch``), so freeze for fitting only.
-        if stage == "fit":
-            super().setup(trainer, pl_module, stage)
-
-    def frozen_layers(self, pl_module: L.LightningModule) -> list[nn.Module]:
-        return weight_layers(pl_module.backbone, pl_module.head)[: self.depth]
-
-    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        self.freeze(self.frozen_layers(pl_module), train_bn=False)
-
-    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        if epoch == self.unfreeze_at_epoch:
-            self.unfreeze_and_add_param_group(
-                self.frozen_layers(pl_module), optimizer, initial_denom_lr=1 / self.backbone_lr_factor, train_bn=True
-            )
-
-
-def frozen_stage(trainer: L.Trainer) -> bool:
-    """Whether this run freezes layers: what tells a stage-two checkpoint from a stage-one one."""
-    return any(isinstance(cb, FreezeFeatures) for cb in trainer.callbacks)
 
 
 def count_params(module: L.LightningModule) -> dict[str, int]:

@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from lit_transfer.rows import Stat, acc, arrow, budget_text, label, select
+from lit_transfer.study.stats import Stat, acc, arrow, budget_text, label, select
 
 BUDGET_CURVES = ["transfer_frozen", "transfer_finetune", "scratch", "random_frozen"]  # accuracy vs labels
 STYLES = {  # the same in every plot; fine-tuning hollow and dashed, so frozen transfer shows when they coincide

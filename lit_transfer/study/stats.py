@@ -1,10 +1,12 @@
-"""The transfer study's runs as rows: picking conditions out, naming them, mean ± std over seeds."""
+"""The transfer study's runs as rows: one per run, picking conditions out, naming them, mean ± std over seeds."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 CONDITIONS = ["pretrain", "transfer_frozen", "transfer_finetune", "scratch", "random_frozen", "transfer_depth"]
@@ -55,3 +57,26 @@ class Stat:
 
 def acc(rows: list[dict], *key: Any) -> Stat:
     return Stat(r["test_acc"] for r in select(rows, *key))
+
+
+def row(run: Any, record: dict[str, Any], root: Path) -> dict[str, Any]:
+    """One line of ``results.csv``: the study's ``Run``, its ``results.json`` numbers, and where it lives."""
+    results = json.loads((root / record["run_dir"] / "results.json").read_text())
+    return {
+        "direction": run.name,
+        "condition": run.condition,
+        "seed": run.seed,
+        "labels_per_class": run.labels_per_class,  # None: all
+        "depth": run.depth,  # frozen weight layers (fine-tuning: until unfrozen)
+        "transfer_layers": run.transfer_layers,  # None: all that fit
+        "digits": results["digits"],
+        "epochs": results["epochs"],
+        "test_acc": results["test_acc"],
+        "test_loss": results["test_loss"],
+        "train_time_s": results["train_time_s"],
+        "wall_s": record["wall_s"],  # the whole run: start, training, validation, test
+        "train_images": results["train_images"],  # over all epochs
+        "train_per_class": results["train_images"] / (results["epochs"] or 1) / len(results["digits"]),
+        "device": results["device"],
+        "run_dir": record["run_dir"],
+    }

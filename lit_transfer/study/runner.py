@@ -25,11 +25,12 @@ import docstring_parser
 from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
 from lit_transfer import cli
-from lit_transfer.cpu import flush_denormals
 from lit_transfer.errors import UserError
 from lit_transfer.files import atomic_write
-from lit_transfer.report import row, write_csv, write_report
-from lit_transfer.study_plan import DIRECTIONS, Run, cli_args, main_budget, plan
+from lit_transfer.speed.cpu import flush_denormals
+from lit_transfer.study.plan import DIRECTIONS, Run, cli_args, main_budget, plan
+from lit_transfer.study.report import write_csv, write_report
+from lit_transfer.study.stats import row
 
 QUICK_BUDGETS = [10, 100]  # labels per class: the two small budgets, where transfer matters most
 QUICK_SOURCE = 1000  # labels per source digit with --quick: the source runs took half of the quick study's time
@@ -268,7 +269,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(args: list[str] | None = None) -> Path:
-    flush_denormals()  # before any parallel torch work (see lit_transfer.cpu)
+    flush_denormals()  # before any parallel torch work (see lit_transfer/speed/cpu.py)
     parser = build_parser()
     try:
         config = parser.parse_args(args)
