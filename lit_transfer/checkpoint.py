@@ -82,6 +82,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return checkpoint
 
 
+def class_names(meta: dict[str, Any]) -> list[str]:
+    """The real names of a checkpoint's classes, in label order: its ``classes`` (image folders) or its digits."""
+    return [str(c) for c in meta.get("classes") or meta.get("digits") or []]
+
+
 def require_ours(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
     """Return the checkpoint's ``MARKER`` entry, or fail with a clear error for foreign files."""
     meta = checkpoint.get(MARKER)
