@@ -28,8 +28,19 @@ from lit_transfer.images import load_mnist, to_mnist
 
 STAGES = ("source", "target")
 CSS = """
-#input28 img { image-rendering: pixelated; }  /* the 28x28 input, scaled up without blurring its pixels */
-.features img { image-rendering: pixelated; }
+#input28 img {  /* the 28x28 input, filling its box and not blurred (Gradio shows small images at their size) */
+  image-rendering: pixelated; object-fit: contain !important; width: 100% !important; height: 100% !important;
+}
+"""
+# Gradio's sketchpad starts with no tool chosen ("select the draw tool to start"): choose its brush once it is there.
+JS = """
+() => {
+  const pick = (tries) => {
+    const brush = document.querySelector("#draw button[aria-label='Brush']");
+    if (brush) brush.click(); else if (tries > 0) setTimeout(() => pick(tries - 1), 200);
+  };
+  pick(50);
+}
 """
 
 
@@ -68,8 +79,8 @@ class Demo:
         try:
             with self.lock:
                 self.model(path)  # loaded and checked before the session switches to it
-        except UserError as err:
-            return {self.checkpoint_message: f"⚠️ **Not loaded:** {err}"}
+        except UserError as err:  # the session keeps the checkpoint it had, and the picker shows it again
+            return {self.checkpoint_message: f"⚠️ **Not loaded:** {err}", self.pickers[which]: state[which]}
         state = {**state, which: path}
         updates = {self.state: state, self.checkpoint_message: f"Loaded `{path}`.", **self.run_views(state)}
         if state.get("image") is not None:
@@ -176,7 +187,7 @@ class Demo:
                 picker.change(
                     lambda path, state, stage=stage: self.on_checkpoint(stage, path, state),
                     [picker, self.state],
-                    [*outputs, self.checkpoint_message, *self.run_components()],
+                    [*outputs, picker, self.checkpoint_message, *self.run_components()],
                     api_visibility="private",
                 )
             b.load(
@@ -210,6 +221,7 @@ class Demo:
                     format="png",  # lossless: this is the exact input, and it can be downloaded as such
                     image_mode="L",
                     height=280,
+                    buttons=["download", "fullscreen"],
                     interactive=False,
                     elem_id="input28",
                 )
@@ -223,15 +235,18 @@ class Demo:
         self.features_note = gr.Markdown(elem_id="features-note")
         self.maps = {}
         for layer in SHARED_LAYERS:
+            gr.Markdown(views.layer_title(layer))
             with gr.Row():
                 for stage in STAGES:
-                    self.maps[layer, stage] = gr.Image(
-                        label=views.maps_title(layer, stage),
-                        format="png",
-                        interactive=False,
-                        elem_id=f"{layer}-{stage}",
-                        elem_classes="features",
-                    )
+                    with gr.Column():
+                        gr.Markdown(views.maps_title(layer, stage))
+                        self.maps[layer, stage] = gr.Image(
+                            show_label=False,  # captioned above: a label would cover the first tiles' numbers
+                            format="png",
+                            interactive=False,
+                            buttons=["fullscreen"],
+                            elem_id=f"{layer}-{stage}",
+                        )
 
     def _run_tab(self, stage: str) -> None:
         if not hasattr(self, "run_header"):
@@ -267,5 +282,8 @@ class Demo:
             ssr_mode=False,
             mcp_server=False,
             css=CSS,
+            js=JS,
+            run_history=False,  # it would keep calls in the browser and offer to upload them to Hugging Face
+            footer_links=["api", "gradio", "settings"],
             prevent_thread_lock=not block,
         )

@@ -17,7 +17,7 @@ from torch import Tensor
 
 COLUMNS = 8  # 32 maps as 4 rows of 8
 ZOOM = 3  # screen pixels per map pixel
-LABEL = 12  # pixels above each tile for its number
+LABEL = 12  # pixels below each tile for its number
 GAP = 4
 LUT = (colormaps["magma"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)  # 256 colours
 
@@ -34,20 +34,20 @@ def feature_tiles(maps: Tensor, scale: float) -> np.ndarray:
     tiles = LUT[values].repeat(ZOOM, axis=1).repeat(ZOOM, axis=2)  # (n, h*ZOOM, w*ZOOM, 3), nearest-neighbour
     tile_w, tile_h = w * ZOOM + GAP, h * ZOOM + LABEL + GAP
     for i in range(n):
-        x, y = (i % COLUMNS) * tile_w, (i // COLUMNS) * tile_h + LABEL
+        x, y = (i % COLUMNS) * tile_w, (i // COLUMNS) * tile_h
         canvas[y : y + h * ZOOM, x : x + w * ZOOM] = tiles[i]
     return canvas
 
 
 @functools.cache
 def _numbered_grid(n: int, h: int, w: int) -> np.ndarray:
-    """The white canvas with each tile's number written above its place: drawn once per layer shape."""
+    """The white canvas with each tile's number written below its place: drawn once per layer shape."""
     rows = -(-n // COLUMNS)
     tile_w, tile_h = w * ZOOM + GAP, h * ZOOM + LABEL + GAP
     canvas = Image.new("RGB", (COLUMNS * tile_w, rows * tile_h), "white")
     draw = ImageDraw.Draw(canvas)
     for i in range(n):
-        draw.text(((i % COLUMNS) * tile_w + 1, (i // COLUMNS) * tile_h), f"#{i}", fill="black")
+        draw.text(((i % COLUMNS) * tile_w + 1, (i // COLUMNS) * tile_h + h * ZOOM), f"#{i}", fill="black")
     return np.asarray(canvas)
 
 
@@ -113,5 +113,5 @@ def results_table(results: dict[str, Any]) -> list[list[str]]:
         ["device", str(results.get("device", "-"))],
     ]
     per_class = results.get("per_digit_acc") or {}
-    rows += [[f"accuracy on {name}", f"{100 * a:.2f}%"] for name, a in per_class.items()]
+    rows.append(["test accuracy per class", ", ".join(f"{name}: {100 * a:.2f}%" for name, a in per_class.items())])
     return rows

@@ -1,4 +1,7 @@
-"""``python -m lit_transfer demo``: pick the two checkpoints, load them, serve the page and print its address."""
+"""A local web page: draw a digit or drop an image and watch both stages' networks and the frozen features they share.
+
+``python -m lit_transfer demo``: picks the two checkpoints, loads them, serves the page and prints its address.
+"""
 
 from __future__ import annotations
 

@@ -29,8 +29,12 @@ def stage_title(stage: str, model: Model) -> str:
     return f"{STAGE_NAMES[stage]}: classes {classes(model)}"
 
 
+def layer_title(layer: str) -> str:
+    return f"#### {layer}: its 32 feature maps ({MAP_SIZES[layer]}, after ReLU), numbered #0 to #31"
+
+
 def maps_title(layer: str, stage: str) -> str:
-    return f"{layer}: 32 maps ({MAP_SIZES[layer]}, after ReLU) through {STAGE_NAMES[stage].lower()}'s network"
+    return f"{layer} computed through **{STAGE_NAMES[stage].lower()}'s** network"
 
 
 def features_note(same: Comparison) -> str:
