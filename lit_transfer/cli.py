@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer.callbacks import PredictionCSV, StageReport
-from lit_transfer.checkpoint import AtomicCheckpointIO, frozen_stage, load_checkpoint, require_ours
+from lit_transfer.checkpoint import AtomicCheckpointIO, class_names, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
@@ -73,6 +73,17 @@ class TransferCLI(LightningCLI):
         # ``--ckpt_path`` checkpoint. Stage two's checkpoint comes from stage one, whose settings must not win.
         return
 
+    def before_instantiate_classes(self) -> None:
+        # Evaluating an image-folder checkpoint: its own classes in its own label order, unless --data.classes says
+        # otherwise (a class folder added since must not shift the labels; predict on files needs no data folder).
+        config = self.config.get(self.subcommand)
+        if self.subcommand not in ("test", "validate", "predict") or config.data.dataset != "folder":
+            return
+        ckpt_path = config.get("ckpt_path")
+        _refuse_shorthand(ckpt_path)
+        if ckpt_path not in (None, "hpc", "registry") and config.data.classes is None:
+            config.data.classes = require_ours(load_checkpoint(ckpt_path), ckpt_path).get("classes")
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self._get(self.config_init, "trainer", default={})
         run_dir = claim_run_dir(config.get("default_root_dir") or "runs")
@@ -125,8 +136,8 @@ class TransferCLI(LightningCLI):
 
     def _same_stage(self, ckpt_path: str) -> bool:
         meta = require_ours(load_checkpoint(ckpt_path), ckpt_path)
-        here = (self.datamodule.dataset, list(self.datamodule.digits), frozen_stage(self.trainer))
-        return (meta.get("dataset"), list(meta.get("digits", [])), meta.get("frozen_stage")) == here
+        here = (self.datamodule.dataset, self.datamodule.class_names, frozen_stage(self.trainer))
+        return (meta.get("dataset"), class_names(meta), meta.get("frozen_stage")) == here
 
     def _refuse_overwrite(self, ckpt_path: str | None) -> None:
         for cb in self.trainer.callbacks:

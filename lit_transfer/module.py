@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from lit_transfer.checkpoint import FORMAT, MARKER, frozen_stage, load_checkpoint, require_ours
+from lit_transfer.checkpoint import FORMAT, MARKER, class_names, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.divergence import LossWatch
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
@@ -81,6 +81,7 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
         self.train_sums = EpochSums()  # training loss and accuracy (not torchmetrics: see speed/epoch_sums.py)
         self.test_confusion = MulticlassConfusionMatrix(n, validate_args=False)
         self.test_summary: dict | None = None
+        self.checkpoint_classes: list[str] = []  # the class names of the checkpoint loaded, if any
         self.loss_watch = LossWatch()
 
     # --- the network -----------------------------------------------------------------------------------
@@ -137,10 +138,18 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
         self.test_confusion.update(preds, labels)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Per image: the predicted label (an index into ``data.digits``), its probability, the true label."""
+        """Per image: the predicted label (an index into the classes), its probability, the three most probable
+        labels and their probabilities, and the batch's label (the true one; an image file's position)."""
         inputs, labels = batch
-        probability, predicted = self.logits(inputs).float().softmax(1).max(1)
-        return {"predicted": predicted, "probability": probability, "label": labels}
+        probabilities = self.logits(inputs).float().softmax(1)
+        top_probability, top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+        return {
+            "predicted": top[:, 0],
+            "probability": top_probability[:, 0],
+            "label": labels,
+            "top": top,
+            "top_probability": top_probability,
+        }
 
     # --- epoch metrics -----------------------------------------------------------------------------------
     # Computed and logged once per epoch rather than ``self.log`` of the metric objects in every step: each
@@ -223,7 +232,7 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
                 f"; its head has {meta.get('num_classes')} classes and this model {self.hparams.num_classes}, "
                 "so the last layer is newly initialised"
             )
-        rank_zero_info(f"lit_transfer: transferred {note} from {path} (digits {meta.get('digits')})")
+        rank_zero_info(f"lit_transfer: transferred {note} from {path} (classes {', '.join(class_names(meta))})")
 
     # --- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -236,12 +245,15 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
             "num_classes": self.hparams.num_classes,
             "frozen_stage": frozen_stage(self.trainer),
         }
+        if getattr(datamodule, "dataset", None) == "folder":  # the real names, in label order (no digits)
+            checkpoint[MARKER].update(classes=list(datamodule.class_names), digits=[])
         # Lightning does not store the global RNG; dropout draws from it, so an exact resume needs it.
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and self.device.type == "cuda":
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint_classes = class_names(checkpoint.get(MARKER) or {})  # what predict calls the outputs
         rng = checkpoint.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"].cpu())

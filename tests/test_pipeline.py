@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONFIGS, common_args, only_run, results, run_cli
+from conftest import CONFIGS, common_args, only_run, results, run_cli, write_image_folder
 from torchvision.datasets import MNIST
 
 from lit_transfer.checkpoint import MARKER
@@ -20,7 +20,11 @@ from lit_transfer.module import TransferModule
 def test_every_config_runs(config: Path, mnist_root: Path, tmp_path: Path) -> None:
     if config.stem == "study":
         pytest.skip("the study config is for python -m lit_transfer.study (tests/test_study.py)")
-    run_cli("fit", "--config", config, *common_args(mnist_root, tmp_path / "runs", "x"), "--trainer.fast_dev_run=true")
+    data, extra = mnist_root, []
+    if "folder" in config.stem:  # an image folder's config: a folder of images, its cache under tmp_path
+        data, extra = write_image_folder(tmp_path / "imgs"), [f"--data.cache_dir={tmp_path / 'cache'}"]
+    args = [*common_args(data, tmp_path / "runs", "x"), *extra]
+    run_cli("fit", "--config", config, *args, "--trainer.fast_dev_run=true")
     report = results(only_run(tmp_path / "runs" / "x"))
     assert report["test_images"] > 0
     assert report["stage"] == ("finetune" if "finetune" in config.stem else "pretrain")
