@@ -71,11 +71,20 @@ class Demo:
     def on_file(self, path: str | None, state: dict[str, Any]) -> dict:
         if not path:
             return self.failed(state, "Drop an image file (PNG, JPEG, ...), or draw a digit.")
-        return self.answer(state, lambda: load_mnist(path), Path(path).name)
+        name = Path(path).name
+
+        def read() -> torch.Tensor:
+            try:
+                return load_mnist(path)
+            except UserError as err:  # named as the user knows it, not by Gradio's temporary copy
+                raise UserError(str(err).replace(str(path), name)) from None
+
+        # the upload box emptied again, ready for the next file (the message names this one)
+        return {**self.answer(state, read, f"`{name}`"), self.file: None}
 
     def on_checkpoint(self, which: str, path: str | None, state: dict[str, Any]) -> dict:
-        if not path or path == state[which]:
-            return {}
+        if not path or path == state[which]:  # e.g. the picker set back after a refusal
+            return {self.checkpoint_message: gr.skip()}  # (an empty dict would read as one output value)
         try:
             with self.lock:
                 self.model(path)  # loaded and checked before the session switches to it
@@ -181,7 +190,11 @@ class Demo:
                 trigger_mode="always_last",
             )
             self.file.upload(
-                self.on_file, [self.file, self.state], outputs, api_name="predict_file", show_progress="hidden"
+                self.on_file,
+                [self.file, self.state],
+                [*outputs, self.file],
+                api_name="predict_file",
+                show_progress="hidden",
             )
             for stage, picker in self.pickers.items():
                 picker.change(
@@ -271,8 +284,8 @@ class Demo:
     def run_components(self) -> list[gr.components.Component]:
         return [d[s] for d in (self.run_header, self.curves, self.confusion, self.results) for s in STAGES]
 
-    def launch(self, host: str, port: int, block: bool = True) -> None:
-        """Serve the page on ``host:port``; ``block``: until Ctrl-C (else in a background thread)."""
+    def launch(self, host: str, port: int) -> None:
+        """Serve the page on ``host:port`` from a background thread; returns once it accepts connections."""
         self.blocks.launch(
             server_name=host,
             server_port=port,
@@ -285,5 +298,5 @@ class Demo:
             js=JS,
             run_history=False,  # it would keep calls in the browser and offer to upload them to Hugging Face
             footer_links=["api", "gradio", "settings"],
-            prevent_thread_lock=not block,
+            prevent_thread_lock=True,
         )

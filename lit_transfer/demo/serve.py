@@ -48,12 +48,13 @@ def serve(
         raise UserError(f"the demo needs Gradio ({err}): pip install -e '.[demo]'") from None
     demo = Demo(*models, runs_root=runs)
     port = port or free_port(host)
-    print(f"lit_transfer demo: stage one {source_path}, stage two {target_path}", flush=True)
-    print(f"lit_transfer demo: serving on http://{host}:{port} (Ctrl-C stops it)", flush=True)
     try:
         demo.launch(host, port)
     except OSError as err:  # Gradio's "Cannot find empty port", or an address this machine does not have
         raise UserError(f"cannot serve on {host}:{port} ({err}): choose another --port (0 picks a free one)") from None
+    print(f"lit_transfer demo: stage one {source_path}, stage two {target_path}", flush=True)
+    print(f"lit_transfer demo: serving on http://{host}:{port} (Ctrl-C stops it)", flush=True)
+    demo.blocks.block_thread()  # until Ctrl-C, which closes the server
 
 
 def free_port(host: str) -> int:
