@@ -24,8 +24,9 @@ from conftest import REPO, common_args, make_digits, only_run, results, run_cli,
 from PIL import Image
 
 from lit_transfer.demo import serve
+from lit_transfer.demo.pictures import COLUMNS, GAP, ZOOM
 from lit_transfer.demo.runs import pick_pair
-from lit_transfer.images import load_mnist
+from lit_transfer.images import BOX, INK, load_mnist
 
 CHROMIUM = "/usr/bin/chromium"
 # Playwright's own browser download cannot reach its host here: Debian's Chromium, headless, with nothing that
@@ -232,9 +233,11 @@ def test_uploaded_image_gets_predicts_answers_and_the_shared_feature_maps(page, 
     shown = page.answers()
     assert torch.equal(page.input_image(tmp_path / "input.png"), load_mnist(image))  # the input the networks got
     assert_same_answers(shown, trained, image, tmp_path / "predict")
-    for layer in ("conv1", "conv2"):
+    for layer, size in (("conv1", 26), ("conv2", 24)):  # 32 maps each, as 4 rows of 8 tiles
         for stage in ("source", "target"):
             assert page.images_rendered(f"{layer}-{stage}"), (layer, stage)
+            width = page.page.locator(f"#{layer}-{stage} img").evaluate("img => img.naturalWidth")
+            assert width == COLUMNS * (size * ZOOM + GAP), (layer, stage, width)
     note = page.text("features-note")
     assert "identical feature maps through both networks" in note
     assert "conv1: identical (torch.equal: True)" in note and "conv2: identical (torch.equal: True)" in note
@@ -248,7 +251,14 @@ def test_drawn_digit_gets_the_answers_predict_gives_for_the_input_shown(page, tr
     shown = page.answers()
     drawn = tmp_path / "drawn.png"
     image = page.input_image(drawn)
-    assert image.shape == (28, 28) and int(image.max()) > 128  # ink, light on dark as in MNIST
+    # the image rule's MNIST recipe: light ink on dark, the digit's longer side 20 pixels, centred by its mass
+    ink = (image > INK).nonzero()
+    assert image[0].max() == 0 and int(image.max()) > 128
+    assert max((ink.max(0).values - ink.min(0).values + 1).tolist()) in (BOX, BOX + 1)  # antialiasing: +1 at most
+    rows, cols = torch.arange(28.0), torch.arange(28.0)
+    mass = image.float()
+    centre = ((mass.sum(1) * rows).sum() / mass.sum(), (mass.sum(0) * cols).sum() / mass.sum())
+    assert all(abs(c - 13.5) <= 1 for c in centre), centre
     assert_same_answers(shown, trained, drawn, tmp_path / "predict")
     assert page.images_rendered("conv2-target")
     page.screenshot("drawing")
@@ -256,11 +266,14 @@ def test_drawn_digit_gets_the_answers_predict_gives_for_the_input_shown(page, tr
 
 
 def test_bad_input_shows_a_message_and_the_server_keeps_answering(page, trained, tmp_path):
+    page.upload(trained["digit2"])
+    page.answers()
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n but not an image")
     page.upload(broken)
     assert "broken.png is not a readable image" in page.wait_for_text("message", "not a readable image")
-    assert page.text("source-top") == ""  # no answer left over from before
+    assert page.text("source-top") == page.text("target-top") == ""  # no answer left over from the last image
+    assert page.page.locator("#input28 img, #conv1-target img").count() == 0
     blank = tmp_path / "blank.png"
     Image.new("L", (64, 64), 255).save(blank)
     page.upload(blank)
