@@ -246,7 +246,7 @@ def test_uploaded_image_gets_predicts_answers_and_the_shared_feature_maps(page, 
 
 
 def test_drawn_digit_gets_the_answers_predict_gives_for_the_input_shown(page, trained, tmp_path):
-    page.draw([[(0.25, 0.2), (0.75, 0.2), (0.4, 0.85)], [(0.35, 0.5), (0.65, 0.5)]])  # a 7 with a bar
+    page.draw([[(0.25, 0.2), (0.75, 0.2), (0.4, 0.85)]])  # a 7, in one stroke: one answer to compare
     page.wait_for_text("message", "your drawing")
     shown = page.answers()
     drawn = tmp_path / "drawn.png"
@@ -278,6 +278,11 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(page, trained,
     Image.new("L", (64, 64), 255).save(blank)
     page.upload(blank)
     assert "blank" in page.wait_for_text("message", "blank")
+    page.draw([[(0.5, 0.2), (0.5, 0.8)]])
+    page.wait_for_text("message", "your drawing")
+    page.page.get_by_role("button", name="Clear").click()  # an empty drawing
+    page.wait_for_text("message", "^Draw a digit")
+    assert page.text("source-top") == ""
     page.page.locator("#checkpoints-accordion").click()  # open it
     picker = page.page.locator("#target-ckpt input")
     picker.fill(str(trained["digit1"]))

@@ -20,6 +20,7 @@ import gradio as gr
 import torch
 
 from lit_transfer.demo import views
+from lit_transfer.demo.drawing import decode, drawing_pad
 from lit_transfer.demo.inference import SHARED_LAYERS, Model, compare, load_model, run
 from lit_transfer.demo.pictures import feature_tiles
 from lit_transfer.demo.runs import find_checkpoints
@@ -30,16 +31,6 @@ STAGES = ("source", "target")
 CSS = """
 #input28 img {  /* the 28x28 input, filling its box and not blurred (Gradio shows small images at their size) */
   image-rendering: pixelated; object-fit: contain !important; width: 100% !important; height: 100% !important;
-}
-"""
-# Gradio's sketchpad starts with no tool chosen ("select the draw tool to start"): choose its brush once it is there.
-JS = """
-() => {
-  const pick = (tries) => {
-    const brush = document.querySelector("#draw button[aria-label='Brush']");
-    if (brush) brush.click(); else if (tries > 0) setTimeout(() => pick(tries - 1), 200);
-  };
-  pick(50);
 }
 """
 
@@ -62,11 +53,10 @@ class Demo:
             self.models[path] = load_model(path)
         return self.models[path]
 
-    def on_draw(self, drawing: dict[str, Any] | None, state: dict[str, Any]) -> dict:
-        composite = (drawing or {}).get("composite")
-        if composite is None:
+    def on_draw(self, drawing: str | None, state: dict[str, Any]) -> dict:
+        if not drawing:  # cleared
             return self.failed(state, "Draw a digit with the mouse (or a finger), or drop an image file.")
-        return self.answer(state, lambda: to_mnist(composite), "your drawing")
+        return self.answer(state, lambda: to_mnist(decode(drawing)), "your drawing")
 
     def on_file(self, path: str | None, state: dict[str, Any]) -> dict:
         if not path:
@@ -215,17 +205,7 @@ class Demo:
         with gr.Row():
             with gr.Column(), gr.Tabs():
                 with gr.Tab("Draw"):
-                    self.draw = gr.Sketchpad(
-                        type="pil",
-                        image_mode="RGBA",
-                        canvas_size=(280, 280),
-                        brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
-                        layers=False,
-                        transforms=(),
-                        format="png",
-                        label="Draw a digit",
-                        elem_id="draw",
-                    )
+                    self.draw = drawing_pad(elem_id="draw")
                 with gr.Tab("Upload an image"):
                     self.file = gr.File(label="An image file", file_types=["image"], elem_id="upload")
             with gr.Column():
@@ -295,7 +275,6 @@ class Demo:
             ssr_mode=False,
             mcp_server=False,
             css=CSS,
-            js=JS,
             run_history=False,  # it would keep calls in the browser and offer to upload them to Hugging Face
             footer_links=["api", "gradio", "settings"],
             prevent_thread_lock=True,
