@@ -274,6 +274,7 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(page, trained,
     assert "broken.png is not a readable image" in page.wait_for_text("message", "not a readable image")
     assert page.text("source-top") == page.text("target-top") == ""  # no answer left over from the last image
     assert page.page.locator("#input28 img, #conv1-target img").count() == 0
+    page.screenshot("bad-file")
     blank = tmp_path / "blank.png"
     Image.new("L", (64, 64), 255).save(blank)
     page.upload(blank)
@@ -293,7 +294,8 @@ def test_bad_input_shows_a_message_and_the_server_keeps_answering(page, trained,
         arg=["#target-ckpt input", str(trained["target"])],
         timeout=TIMEOUT_MS,
     )
-    page.screenshot("bad-input")
+    page.page.wait_for_timeout(500)  # for the screenshot only: the picker's reset settles
+    page.screenshot("bad-checkpoint")
     page.upload(trained["digit4"])  # the same session, still served, with the checkpoints it had
     assert_same_answers(page.answers(), trained, trained["digit4"], tmp_path / "predict")
 

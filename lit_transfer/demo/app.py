@@ -192,6 +192,7 @@ class Demo:
                     [picker, self.state],
                     [*outputs, picker, self.checkpoint_message, *self.run_components()],
                     api_visibility="private",
+                    show_progress="minimal",  # not the whole page greyed while a checkpoint loads
                 )
             b.load(
                 self.on_load,
