@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer.callbacks import PredictionCSV, StageReport
+from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
 from lit_transfer.checkpoint import AtomicCheckpointIO, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
@@ -51,7 +52,7 @@ class TransferCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         # Two checkpoint callbacks, each configurable (--last_checkpoint.every_n_train_steps 50, ...):
         # last.ckpt, rewritten often so that a crash costs little, and the best model by validation accuracy.
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "last_checkpoint.save_last": True,
