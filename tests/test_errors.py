@@ -9,6 +9,7 @@ import torch
 from conftest import common_args, run_cli, write_idx
 
 from lit_transfer.checkpoint import MARKER
+from lit_transfer.module import TransferModule
 
 
 def fails(capsys, *args: str) -> str:
@@ -94,12 +95,20 @@ def test_foreign_checkpoint_is_refused(mnist_root: Path, tmp_path: Path, capsys)
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
-def test_checkpoint_whose_backbone_does_not_fit(mnist_root: Path, tmp_path: Path, capsys) -> None:
-    bad = tmp_path / "wide.ckpt"
-    state = {"backbone.0.weight": torch.zeros(64, 1, 3, 3), "backbone.0.bias": torch.zeros(64)}
-    torch.save({"state_dict": state, MARKER: {"format": 1, "digits": [5], "num_classes": 5}}, bad)
+@pytest.mark.parametrize("change", ["one-layer-of-another-shape", "layers-missing"])
+def test_checkpoint_whose_backbone_does_not_fit(change: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
+    # Every key of the model with the right shapes but conv2's (5x5 kernels), or a backbone without conv2: each
+    # on its own must stop the transfer with the one-line error, before anything trains.
+    state = TransferModule().state_dict()
+    if change == "layers-missing":
+        del state["backbone.conv2.weight"], state["backbone.conv2.bias"]
+    else:
+        state["backbone.conv2.weight"] = torch.zeros(32, 32, 5, 5)
+    bad = tmp_path / "other.ckpt"
+    torch.save({"state_dict": state, MARKER: {"format": 1, "digits": [5, 6, 7, 8, 9], "num_classes": 5}}, bad)
     message = fails(capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--ckpt_path={bad}")
     assert "do not fit this model" in message
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
