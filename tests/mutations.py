@@ -61,7 +61,8 @@ MUTATIONS = [
     Mutation(
         "forward graphs not rebuilt when the trainable parameters change",
         "lit_transfer/speed/cuda_graphs.py",
-        "return (tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for m in self.parts for p in m.parameters()))",
+        "return (tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for m in self.parts "
+        "for p in m.parameters()))",
         "return (tuple(inputs.shape), inputs.dtype)",
         ["tests/test_graphs.py -k unfreezes"],
     ),
@@ -104,8 +105,8 @@ MUTATIONS = [
     Mutation(
         "a layer of another shape not turned into the one-line error",
         "lit_transfer/module.py",
-        "        except RuntimeError:\n            raise UserError(\n                f\"the weights in {path}",
-        "        except KeyError:\n            raise UserError(\n                f\"the weights in {path}",
+        '        except RuntimeError:\n            raise UserError(\n                f"the weights in {path}',
+        '        except KeyError:\n            raise UserError(\n                f"the weights in {path}',
         ["tests/test_errors.py -k backbone_does_not_fit"],
     ),
     Mutation(
