@@ -32,7 +32,7 @@ class Mutation:
 MUTATIONS = [
     Mutation(
         "run folders claimed with mkdir(exist_ok=True), not atomically",
-        "lit_transfer/cli.py",
+        "lit_transfer/run_dirs.py",
         '(root / f"version_{n}").mkdir()',
         '(root / f"version_{n}").mkdir(exist_ok=True)',
         ["tests/test_safety.py::test_runs_started_together_never_share_a_folder"],

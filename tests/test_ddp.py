@@ -71,7 +71,7 @@ def test_ddp_two_cpu_processes_both_stages(mnist_root: Path, tmp_path: Path) -> 
         *common_args(mnist_root, runs, "single"),
         f"--ckpt_path={fine / 'checkpoints' / 'last.ckpt'}",
     )
-    single = results(only_run(runs / "single"))
+    single = results(only_run(runs / "single" / "test"))
     assert single["test_acc"] == pytest.approx(report["test_acc"], abs=1e-6)
     assert single["test_loss"] == pytest.approx(report["test_loss"], rel=1e-5)
     assert single["confusion"] == report["confusion"]
@@ -79,11 +79,11 @@ def test_ddp_two_cpu_processes_both_stages(mnist_root: Path, tmp_path: Path) -> 
     ckpt = f"--ckpt_path={fine / 'checkpoints' / 'last.ckpt'}"
     cli_subprocess("predict", "--config=configs/finetune.yaml", *common_args(mnist_root, runs, "pred2"), *ddp, ckpt)
     run_cli("predict", "--config=configs/finetune.yaml", *common_args(mnist_root, runs, "pred1"), ckpt)
-    parts = sorted(only_run(runs / "pred2").glob("predictions-rank*.csv"))
+    parts = sorted(only_run(runs / "pred2" / "predict").glob("predictions-rank*.csv"))
     assert [p.name for p in parts] == ["predictions-rank0.csv", "predictions-rank1.csv"]
     shares = [read_rows(p) for p in parts]
     assert [len(s) for s in shares] == [10, 10]
-    assert {**shares[0], **shares[1]} == read_rows(only_run(runs / "pred1") / "predictions.csv")
+    assert {**shares[0], **shares[1]} == read_rows(only_run(runs / "pred1" / "predict") / "predictions.csv")
 
 
 def read_rows(path: Path) -> dict[int, tuple[str, str]]:

@@ -112,14 +112,22 @@ def test_checkpoint_whose_backbone_does_not_fit(change: str, mnist_root: Path, t
 
 
 @pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
-def test_evaluating_a_checkpoint_of_other_head_width(subcommand: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
+def test_evaluating_a_checkpoint_with_digits_its_head_cannot_have(
+    subcommand: str, mnist_root: Path, tmp_path: Path, capsys
+) -> None:
     run_cli(*fit_args(mnist_root, tmp_path), "--trainer.max_epochs=1", "--trainer.limit_train_batches=1")
     (ckpt,) = (tmp_path / "runs" / "pretrain").rglob("last.ckpt")
     args = [f"--data.data_dir={mnist_root}", "--data.download=false", f"--trainer.default_root_dir={tmp_path / 'e'}"]
     message = fails(
         capsys, subcommand, "--config=configs/pretrain.yaml", "--data.digits=[1,2]", *args, f"--ckpt_path={ckpt}"
     )
-    assert "does not fit the configured model" in message
+    assert "has a head for 5 digits [5, 6, 7, 8, 9], and --data.digits gives 2" in message
+    assert not list((tmp_path / "e").rglob("*.json")) and not list((tmp_path / "e").rglob("*.csv"))
+    # another dataset, named explicitly, is a contradiction too
+    message = fails(
+        capsys, subcommand, "--config=configs/pretrain.yaml", "--data.dataset=kmnist", *args, f"--ckpt_path={ckpt}"
+    )
+    assert "was trained on mnist, not kmnist: leave out --data.dataset" in message
 
 
 @pytest.mark.parametrize(("subcommand", "shorthand"), [("fit", "last"), ("test", "best"), ("predict", "last")])

@@ -168,7 +168,7 @@ def test_test_subcommand_reports_real_digits(mnist_root: Path, tmp_path: Path) -
     source = pretrain(mnist_root, runs)
     fit_report = results(only_run(runs / "pretrain"))
     run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "eval"), f"--ckpt_path={source}")
-    report = results(only_run(runs / "eval"))
+    report = results(only_run(runs / "eval" / "test"))  # an evaluation gets a folder of its own
     assert list(report["per_digit_acc"]) == ["5", "6", "7", "8", "9"]
     assert report["test_images"] == 20  # 4 test images of each of the 5 digits
     assert report["test_acc"] == pytest.approx(fit_report["test_acc"])  # the fit's final weights = last.ckpt
@@ -229,7 +229,7 @@ def test_predict_writes_each_test_image_with_its_real_and_predicted_digit(mnist_
     fit_report = results(only_run(runs / "pretrain"))
     args = common_args(mnist_root, runs, "pred")
     run_cli("predict", "--config=configs/pretrain.yaml", *args, f"--ckpt_path={source}")
-    with open(only_run(runs / "pred") / "predictions.csv") as f:
+    with open(only_run(runs / "pred" / "predict") / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 20  # 4 test images of each of the 5 digits
     index = torch.tensor([int(r["test_index"]) for r in rows])

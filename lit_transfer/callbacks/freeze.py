@@ -54,6 +54,13 @@ class FreezeFeatures(BaseFinetuning):
             self.unfreeze_and_add_param_group(
                 layers, optimizer, initial_denom_lr=1 / self.backbone_lr_factor, train_bn=True
             )
+            # A scheduler keeps per-group values (OneCycleLR's initial_lr, max_lr, min_lr) that a group added now
+            # lacks: the first group's, learning rates scaled like the group's own.
+            first, added = optimizer.param_groups[0], optimizer.param_groups[-1]
+            for key, value in first.items():
+                if key not in added:
+                    lr_like = key.endswith("lr") and isinstance(value, float)
+                    added[key] = value * self.backbone_lr_factor if lr_like else value
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """On resume, BaseFinetuning puts back the parameter groups that unfreezing added, but not their parameters'
