@@ -14,9 +14,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from functools import cached_property
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -30,7 +28,6 @@ from lit_transfer.images import SIZE, load_mnist
 # What Pillow decodes (torchvision's IMG_EXTENSIONS lacks GIF)
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 RULE = 1  # version of the image rule in images.py: raise it when the rule changes, so every cache is decoded again
-POOL_FROM = 4000  # files from which decoding is spread over worker processes (benchmarks/RESULTS.md, folder decode)
 
 
 def default_cache_dir() -> Path:
@@ -50,42 +47,19 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _decode_chunk(paths: Sequence[str]) -> tuple[bytes, list[tuple[int, str]]]:
-    """Worker: the chunk's images as raw bytes (a tensor per image would travel through shared memory, one file
-    descriptor each) and, per failed file, its position and the one-line reason."""
-    torch.set_num_threads(1)  # the workers already use every core
-    out, errors = bytearray(len(paths) * SIZE * SIZE), []
-    for i, path in enumerate(paths):
-        try:
-            out[i * SIZE * SIZE : (i + 1) * SIZE * SIZE] = load_mnist(path).numpy().tobytes()
-        except UserError as err:
-            errors.append((i, str(err)))
-    return bytes(out), errors
-
-
-def decode_files(paths: Sequence[str], workers: int | None = None) -> tuple[Tensor, dict[int, str]]:
+def decode_files(paths: Sequence[str]) -> tuple[Tensor, dict[int, str]]:
     """Each file by the image rule: uint8 ``(N, 28, 28)`` (zeros where a file failed) and ``{position: why}``.
 
-    Many files are spread over worker processes (``spawn``: a forked child of a process whose torch threads are
-    running can deadlock). ``workers``: processes to use, default one per core from ``POOL_FROM`` files on.
+    In this process: a 28x28 PNG takes ~70 us, so 60,000 take seconds. Worker processes did not pay on 2 cores
+    (benchmarks/RESULTS.md, "Image folders"): spawned ones spend seconds importing torch, forked ones gained little.
     """
-    if workers is None:
-        workers = (os.cpu_count() or 1) if len(paths) >= POOL_FROM else 1
-    if workers <= 1:
-        data, errors = _decode_chunk(paths)
-        chunks = [(0, data, errors)]
-    else:
-        size = -(-len(paths) // (workers * 4))  # a few chunks per worker, so a slow one does not hold the rest
-        starts = range(0, len(paths), size)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = pool.map(_decode_chunk, [paths[s : s + size] for s in starts])
-            chunks = [(s, data, errors) for s, (data, errors) in zip(starts, results, strict=True)]
-    images = torch.empty(len(paths), SIZE, SIZE, dtype=torch.uint8)
+    images = torch.zeros(len(paths), SIZE, SIZE, dtype=torch.uint8)
     failed = {}
-    for start, data, errors in chunks:
-        n = len(data) // (SIZE * SIZE)
-        images[start : start + n] = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(n, SIZE, SIZE)
-        failed.update({start + i: why for i, why in errors})
+    for i, path in enumerate(paths):
+        try:
+            images[i] = load_mnist(path)
+        except UserError as err:
+            failed[i] = str(err)
     return images, failed
 
 
