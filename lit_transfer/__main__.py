@@ -7,7 +7,7 @@ subcommands are Trainer methods, and exporting a checkpoint or serving a page tr
 import importlib
 import sys
 
-TOOLS = {}  # tool name -> module with main(args: list[str])
+TOOLS = {"export": "lit_transfer.export"}  # tool name -> module with main(args: list[str])
 
 
 def main() -> None:

@@ -18,10 +18,11 @@ from lit_transfer.callbacks import FreezeFeatures, PredictionCSV, StageReport
 from lit_transfer.callbacks.interrupt import Interrupt, Interrupted
 from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
 from lit_transfer.callbacks.progress import ProgressBar as RunningLossBar
-from lit_transfer.checkpoint import AtomicCheckpointIO, frozen_stage, load_checkpoint, require_ours
+from lit_transfer.checkpoint import AtomicCheckpointIO, class_names, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
+from lit_transfer.predict_files import find_images
 from lit_transfer.run_dirs import claim_run_dir, loggers_into, release_unused_run_dir
 from lit_transfer.speed.cpu import bf16_note, flush_denormals, tune_cpu
 
@@ -85,6 +86,14 @@ class TransferCLI(LightningCLI):
                     f"trainable parameters, so a frozen backbone stays frozen): use {option} instead"
                 )
         self._merge_freeze_options(config)
+        if self.subcommand != "fit" and config.data.dataset == "folder" and config.data.classes is None:
+            # Evaluating an image-folder checkpoint: its own classes in its own label order, unless --data.classes
+            # says otherwise (a class folder added since must not shift the labels; predict on files needs no
+            # data folder).
+            ckpt_path = config.get("ckpt_path")
+            evaluation.refuse_shorthand(ckpt_path)
+            if ckpt_path not in (None, "hpc", "registry"):
+                config.data.classes = require_ours(load_checkpoint(ckpt_path), ckpt_path).get("classes")
         # The run folder: <default_root_dir>/version_<n> for training, <default_root_dir>/<subcommand>/version_<n>
         # for an evaluation, so that evaluations never mix with training versions.
         root = Path(config.trainer.get("default_root_dir") or "runs")
@@ -165,8 +174,8 @@ class TransferCLI(LightningCLI):
 
     def _same_stage(self, ckpt_path: str) -> bool:
         meta = require_ours(load_checkpoint(ckpt_path), ckpt_path)
-        here = (self.datamodule.dataset, list(self.datamodule.digits), frozen_stage(self.trainer))
-        return (meta.get("dataset"), list(meta.get("digits", [])), meta.get("frozen_stage")) == here
+        here = (self.datamodule.dataset, self.datamodule.class_names, frozen_stage(self.trainer))
+        return (meta.get("dataset"), class_names(meta), meta.get("frozen_stage")) == here
 
     def _refuse_overwrite(self, ckpt_path: str | None) -> None:
         for cb in self.trainer.callbacks:
@@ -199,6 +208,11 @@ class TransferCLI(LightningCLI):
         given = {a.split("=")[0].removeprefix("--data.") for a in self.given if a.startswith("--data.")}
         ckpt_path = self.config_init[subcommand].get("ckpt_path")
         self.model = evaluation.prepare(subcommand, ckpt_path, self.model, self.datamodule, given)
+        # Missing data or no image to predict fails here, before the trainer starts its loggers in the run folder.
+        if subcommand == "predict" and self.datamodule.predict_path is not None:
+            find_images(self.datamodule.predict_path)
+        else:
+            self.datamodule.prepare_data()
 
 
 def with_save_dir(args: list[str]) -> list[str]:

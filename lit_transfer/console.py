@@ -28,3 +28,6 @@ def quiet() -> None:
     # Every resumed, tested or validated run has a new run folder by design (run_dirs.py), so the checkpoint
     # callbacks' stored folder always differs from the current one; their files are never written there.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # test/validate/predict of a checkpoint whose run had other callbacks (FreezeFeatures): an evaluation restores
+    # no callback state, so Lightning's advice to add them would change nothing.
+    warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")

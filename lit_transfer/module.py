@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from lit_transfer.checkpoint import FORMAT, MARKER, frozen_stage, load_checkpoint, require_ours
+from lit_transfer.checkpoint import FORMAT, MARKER, class_names, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.divergence import LossWatch
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
@@ -152,10 +152,18 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
         self.test_confusion.update(preds, labels)
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Per image: the predicted label (an index into ``data.digits``), its probability, the true label."""
+        """Per image: the predicted label (an index into the classes), its probability, the three most probable
+        labels and their probabilities, and the batch's label (the true one; an image file's position)."""
         inputs, labels = batch
-        probability, predicted = self.logits(inputs).float().softmax(1).max(1)
-        return {"predicted": predicted, "probability": probability, "label": labels}
+        probabilities = self.logits(inputs).float().softmax(1)
+        top_probability, top = probabilities.topk(min(3, probabilities.shape[1]), dim=1)
+        return {
+            "predicted": top[:, 0],
+            "probability": top_probability[:, 0],
+            "label": labels,
+            "top": top,
+            "top_probability": top_probability,
+        }
 
     # --- epoch metrics -----------------------------------------------------------------------------------
     # Computed and logged once per epoch rather than ``self.log`` of the metric objects in every step: each
@@ -242,7 +250,12 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
                 f"; its head has {meta.get('num_classes')} classes and this model {self.hparams.num_classes}, "
                 "so the last layer is newly initialised"
             )
-        rank_zero_info(f"lit_transfer: transferred {note} from {path} (digits {meta.get('digits')})")
+        rank_zero_info(f"lit_transfer: transferred {note} from {path} (classes {', '.join(class_names(meta))})")
+
+    @property
+    def checkpoint_classes(self) -> list[str]:
+        """The class names of the checkpoint loaded, if any: what predict calls the outputs."""
+        return class_names(self.loaded_meta)
 
     # --- checkpoints -----------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -257,6 +270,8 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
             "trainable_params": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "frozen_params": sum(p.numel() for p in self.parameters() if not p.requires_grad),
         }
+        if getattr(datamodule, "dataset", None) == "folder":  # the real names, in label order (no digits)
+            checkpoint[MARKER].update(classes=list(datamodule.class_names), digits=[])
         # Lightning does not store the global RNG; dropout draws from it, so an exact resume needs it.
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and self.device.type == "cuda":

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from lit_transfer.cli import main
 from lit_transfer.speed.cpu import flush_denormals
@@ -47,6 +48,33 @@ def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 12, n_test: in
     return root
 
 
+def write_image_folder(
+    root: Path, digits: tuple[int, ...] = (0, 1, 2), n_train: int = 8, n_test: int | None = 3
+) -> Path:
+    """make_digits' images of ``digits`` as 28x28 grey PNGs: ``root/train/bar<d>/<i>.png`` (and ``test/`` unless
+    ``n_test`` is None); class ``bar<d>`` has the bright bar of digit ``d``."""
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        if n is None:
+            continue
+        images, labels = make_digits(n, seed)
+        for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            if label in digits:
+                folder = root / split / f"bar{label}"
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image.numpy(), "L").save(folder / f"{i:05d}.png")
+    return root
+
+
+def folder_args(data_dir: Path, runs: Path, name: str, cache: Path) -> list[str]:
+    """common_args for an image folder, its cache under the test's own folder."""
+    return [*common_args(data_dir, runs, name), "--data.dataset=folder", f"--data.cache_dir={cache}"]
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time: equal snapshots = nothing written."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
 @pytest.fixture
 def mnist_root(tmp_path: Path) -> Path:
     """A data_dir with 120 training and 40 test images in torchvision's MNIST layout."""
@@ -71,6 +99,7 @@ def common_args(data_dir: Path, runs: Path, name: str) -> list[str]:
         "--data.batch_size=16",
         "--data.val_size=0.2",
         f"--trainer.default_root_dir={runs / name}",
+        "--trainer.log_every_n_steps=1",  # the tiny runs have fewer batches than the default interval (50)
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--trainer.accelerator=cpu",
@@ -85,3 +114,18 @@ def only_run(root: Path) -> Path:
 
 def results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def folder_stage(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A real folder stage: stage one on the synthetic IDX digits, then configs/folder_finetune.yaml on a 3-class
+    image folder from its checkpoint. Its checkpoint, folder and results.json."""
+    root = tmp_path_factory.mktemp("folder_stage")
+    mnist, folder, runs = write_mnist(root / "data"), write_image_folder(root / "imgs"), root / "runs"
+    tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    run_cli("fit", "--config=configs/pretrain.yaml", *common_args(mnist, runs, "pretrain"), *tiny)
+    source = only_run(runs / "pretrain") / "checkpoints" / "last.ckpt"
+    own = folder_args(folder, runs, "own", root / "cache")
+    run_cli("fit", "--config=configs/folder_finetune.yaml", *own, "--trainer.max_epochs=3", f"--ckpt_path={source}")
+    run = only_run(runs / "own")
+    return {"checkpoint": run / "checkpoints" / "last.ckpt", "folder": folder, "results": results(run)}

@@ -1,4 +1,6 @@
-"""``predict`` writes ``predictions.csv``: for each test image its index in the test file, true and predicted digit.
+"""``predict`` writes ``predictions.csv``: for each test image its index in the test file (an image folder's: its
+file), true and predicted class; with ``--data.predict_path``, for each image file its predicted class, probability
+and the top three, or why it could not be read.
 
 Lightning's ``BasePredictionWriter`` is the hook for this; the rows are collected per batch (so it also works
 where Lightning cannot return predictions, e.g. spawned processes) and written once at the end, atomically.
@@ -20,6 +22,9 @@ from torch import Tensor
 from lit_transfer.files import atomic_write, unused_path
 
 COLUMNS = ("test_index", "digit", "predicted", "probability")
+FILE_COLUMNS = ("file", "predicted", "probability", "second", "second_probability", "third", "third_probability")
+FILE_COLUMNS += ("error",)  # why a file could not be read (its other columns empty)
+SHOWN = 20  # files printed as a table; all of them are in the CSV
 
 # Lightning looks for a DataLoader's batch sampler to tell a writer which samples each batch held, and warns when
 # there is none; this writer takes the positions from lit_transfer's own sampler instead.
@@ -52,37 +57,83 @@ class PredictionCSV(BasePredictionWriter):
         self._batches.append({k: v.detach().cpu() for k, v in prediction.items()})
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._batches:
-            return
-        rows = {k: torch.cat([b[k] for b in self._batches]) for k in self._batches[0]}
-        self._batches = []
+        batches, self._batches = self._batches, []
         datamodule = trainer.datamodule
-        digits = torch.tensor(list(getattr(datamodule, "digits", range(int(rows["label"].max()) + 1))))
+        name = "predictions.csv" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}.csv"
+        if getattr(datamodule, "predict_path", None) is not None:
+            # the classes the checkpoint was trained on, whatever the config says (or the data's, without one)
+            names = getattr(pl_module, "checkpoint_classes", None) or datamodule.class_names
+            write_file_predictions(trainer, batches, names, name)
+            return
+        if not batches:
+            return
+        rows = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+        default = [str(i) for i in range(int(rows["label"].max()) + 1)]
+        names = list(getattr(datamodule, "class_names", default))
         loader = trainer.predict_dataloaders
         n = len(rows["label"])
         # Which images this process predicted, in order (the loader does not shuffle; ``limit_predict_batches``
         # may stop it early): the positions its sampler drew, in the test file's numbering.
         sampler = getattr(loader, "sampler", None)  # a plain DataLoader's (trainer.predict(dataloaders=...)): in order
         positions = sampler.rank_indices()[:n] if hasattr(sampler, "rank_indices") else torch.arange(n)
-        source = getattr(datamodule, "test_index", None)
-        index = source[positions] if source is not None else positions
-        name = "predictions.csv" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}.csv"
+        files = getattr(datamodule, "test_files", None)
+        if files is not None:  # an image folder: the file, and the class names
+            columns, index = ("file", "class", "predicted", "probability"), [files[i] for i in positions.tolist()]
+        else:
+            source = getattr(datamodule, "test_index", None)
+            columns, index = COLUMNS, (source[positions] if source is not None else positions).tolist()
+        labels, predicted = rows["label"].tolist(), rows["predicted"].tolist()
+        table = [
+            [i, names[t], names[p], f"{q:.6f}"]
+            for i, t, p, q in zip(index, labels, predicted, rows["probability"].tolist(), strict=True)
+        ]
         # ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank asks for it.
-        path = Path(trainer.log_dir or trainer.default_root_dir) / name
-        path = write_rows(path, index, digits[rows["label"]], digits[rows["predicted"]], rows["probability"])
-        correct = int((rows["label"] == rows["predicted"]).sum())
+        path = write_rows(Path(trainer.log_dir or trainer.default_root_dir) / name, columns, table)
+        correct = sum(t == p for t, p in zip(labels, predicted, strict=True))
         print(f"predictions for {n} images ({100 * correct / n:.2f}% correct): {path}")
 
 
-def write_rows(path: Path, index: Tensor, digit: Tensor, predicted: Tensor, probability: Tensor) -> Path:
+def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]], names: list[str], name: str) -> None:
+    """predictions.csv for ``--data.predict_path``: per file its predicted class, probability and the top three, or
+    why it could not be read; the first ``SHOWN`` files printed as a table."""
+    datamodule = trainer.datamodule
+    files, errors = datamodule.predict_files, datamodule.predict_errors
+    readable = [i for i in range(len(files)) if i not in errors]  # the predict split's images, in order
+    by_file = {}  # position in ``files`` -> row
+    for batch in batches:
+        for position, top, top_p in zip(
+            batch["label"].tolist(), batch["top"].tolist(), batch["top_probability"].tolist(), strict=True
+        ):
+            ranked = [[names[c], f"{p:.6f}"] for c, p in zip(top, top_p, strict=True)]
+            ranked += [["", ""]] * (3 - len(ranked))  # fewer than three classes
+            by_file[readable[position]] = [files[readable[position]], *ranked[0], *ranked[1], *ranked[2], ""]
+    if trainer.global_rank == 0:  # unreadable files are reported once
+        by_file.update({i: [files[i], "", "", "", "", "", "", why] for i, why in errors.items()})
+    table = [by_file[i] for i in sorted(by_file)]
+    path = write_rows(Path(trainer.log_dir or trainer.default_root_dir) / name, FILE_COLUMNS, table)
+    width = min(60, max((len(row[0]) for row in table[:SHOWN]), default=4))
+    lines = [f"{'file':<{width}}  {'predicted':<12} {'probability':>11}  top 3"]
+    for row in table[:SHOWN]:
+        top3 = ", ".join(f"{row[k]} {float(row[k + 1]):.3f}" for k in (1, 3, 5) if row[k])
+        shown = row[0] if len(row[0]) <= width else "..." + row[0][-width + 3 :]
+        guess = (row[1], f"{float(row[2]):.4f}") if row[1] else ("-", "-")
+        lines.append(f"{shown:<{width}}  {guess[0]:<12} {guess[1]:>11}  {top3 or 'unreadable: ' + row[7]}")
+    if len(table) > SHOWN:
+        lines.append(f"... and {len(table) - SHOWN} more in the CSV")
+    unreadable = sum(1 for row in table if row[7])
+    lines.append(f"predicted {len(table) - unreadable} files, {unreadable} unreadable: {path}")
+    lines += [f"unreadable: {row[0]}: {row[7]}" for row in table if row[7]]
+    print("\n".join(lines))
+
+
+def write_rows(path: Path, columns: tuple[str, ...], rows: list[list]) -> Path:
     """Write the CSV atomically; never over an existing file (a second predict in one run keeps both).
     Returns where it went."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(COLUMNS)
-    for row in zip(index.tolist(), digit.tolist(), predicted.tolist(), probability.tolist(), strict=True):
-        writer.writerow([*row[:3], f"{row[3]:.6f}"])
+    writer.writerow(columns)
+    writer.writerows(rows)
     path = unused_path(path)
     atomic_write(path, text.getvalue(), newline="")
     return path

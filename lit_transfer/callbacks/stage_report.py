@@ -1,5 +1,5 @@
-"""``StageReport``: per stage, the training time, images/s, test metrics per real digit and parameter counts,
-printed like the notebook and written to ``results.json``."""
+"""``StageReport``: per stage, the training time, images/s, test metrics per real class (digit or class folder)
+and parameter counts, printed like the notebook and written to ``results.json``."""
 
 from __future__ import annotations
 
@@ -84,7 +84,10 @@ class StageReport(L.Callback):
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], run_dir: Path) -> str:
         """Write results.json into ``run_dir``; returns the report to print."""
         datamodule = trainer.datamodule
-        digits = list(getattr(datamodule, "digits", range(len(summary["per_class_acc"]))))
+        default = [str(i) for i in range(len(summary["per_class_acc"]))]
+        names = list(getattr(datamodule, "class_names", default))
+        folder = getattr(datamodule, "dataset", None) == "folder"
+        per_class = dict(zip(names, summary["per_class_acc"], strict=True))
         checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
         last = next((cb.last_model_path for cb in checkpoints if cb.last_model_path), None)
         best = next((cb.best_model_path for cb in checkpoints if cb.monitor and cb.best_model_path), None)
@@ -93,7 +96,8 @@ class StageReport(L.Callback):
             "stage": "finetune" if frozen_stage(trainer) else "pretrain",
             "dataset": getattr(datamodule, "dataset", None),
             "data_dir": getattr(datamodule, "data_dir", None),
-            "digits": digits,
+            "classes": names,  # label order: the rows and columns of "confusion"
+            "digits": None if folder else list(getattr(datamodule, "digits", names)),
             "epochs": fit.get("epochs"),
             "train_time_s": fit.get("train_time_s"),
             "train_images": fit.get("train_images"),
@@ -103,7 +107,8 @@ class StageReport(L.Callback):
             "test_loss": summary["test_loss"],
             "test_acc": summary["test_acc"],
             "test_images": summary["test_images"],
-            "per_digit_acc": {str(d): a for d, a in zip(digits, summary["per_class_acc"], strict=True)},
+            "per_class_acc": per_class,
+            **({} if folder else {"per_digit_acc": per_class}),  # the digit datasets' own name, read by the study
             "confusion": summary["confusion"],
             # the counts during training; a test-only run counts what it loaded
             **{k: fit.get(k, v) for k, v in params_as_trained(pl_module).items()},
@@ -120,12 +125,15 @@ class StageReport(L.Callback):
 
 
 def format_report(r: dict[str, Any], path: Path) -> str:
-    digits = "".join(str(d) for d in r["digits"])
-    lines = [f"\n== {r['stage']} on digits {digits} ({r['dataset']}) =="]
+    if r["digits"] is not None:
+        lines = [f"\n== {r['stage']} on digits {''.join(map(str, r['digits']))} ({r['dataset']}) =="]
+    else:
+        lines = [f"\n== {r['stage']} on classes {', '.join(r['classes'])} (folder {r['data_dir']}) =="]
     if r["train_time_s"] is not None:
         lines.append(f"training: {r['epochs']} epochs, {r['train_time_s']:.1f} s, {r['images_per_s']:,.0f} images/s")
     lines.append(f"test loss: {r['test_loss']:.4f}   test accuracy: {100 * r['test_acc']:.2f}%")
-    lines.append("per digit: " + "  ".join(f"{d}: {100 * a:.2f}%" for d, a in r["per_digit_acc"].items()))
+    kind = "per digit: " if r["digits"] is not None else "per class: "
+    lines.append(kind + "  ".join(f"{d}: {100 * a:.2f}%" for d, a in r["per_class_acc"].items()))
     lines.append(
         f"parameters: {r['total_params']:,} total, {r['trainable_params']:,} trainable, "
         f"{r['frozen_params']:,} non-trainable"
@@ -133,7 +141,7 @@ def format_report(r: dict[str, Any], path: Path) -> str:
     lines.append(f"results: {path}")
     if r["checkpoint"]:
         lines.append(f"checkpoint for the next stage: {r['checkpoint']}")
-        if r["stage"] == "pretrain":
+        if r["stage"] == "pretrain" and r["digits"] is not None:
             config = "reverse_finetune" if set(r["digits"]) == {0, 1, 2, 3, 4} else "finetune"
             data = f" --data.data_dir {r['data_dir']}" if r["data_dir"] not in (None, "data/", "data") else ""
             lines.append(

@@ -1,0 +1,120 @@
+"""``python -m lit_transfer export``: ONNX and TorchScript files that compute the checkpoint's probabilities, with the
+class names and input convention inside, loaded by the snippet it prints; never over an existing file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_transfer import __main__ as entry
+from lit_transfer.data import DigitsDataModule
+from lit_transfer.export import main
+from lit_transfer.module import TransferModule
+
+NAMES = ["bar0", "bar1", "bar2"]
+
+
+def some_images(folder_stage: dict, tmp_path: Path) -> torch.Tensor:
+    data = DigitsDataModule(data_dir=str(folder_stage["folder"]), dataset="folder", cache_dir=str(tmp_path / "c"))
+    images, _, _ = data._read("test")
+    noise = torch.randint(0, 256, (7, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return torch.cat([images, noise])  # any input, not only the folder's
+
+
+def pytorch_probabilities(checkpoint: Path, images: torch.Tensor) -> torch.Tensor:
+    model = TransferModule(num_classes=3)
+    model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    with torch.no_grad():
+        return model.eval()(images).softmax(1)
+
+
+def run_snippet(printed: str, images: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """Run the three lines the tool printed, as a user would paste them, on ``images`` (float, pixel / 255)."""
+    lines = printed.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("import json"))
+    snippet = "\n".join(lines[start : start + 3])
+    scope = {"images": images.numpy() if "onnxruntime" in snippet else images}
+    exec(snippet, scope)
+    return torch.as_tensor(scope["probabilities"]), scope["classes"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_the_checkpoint(fmt: str, folder_stage: dict, tmp_path: Path, capsys) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="ONNX export needs the export extra (pip install '.[export]')")
+    output = tmp_path / f"model.{fmt}"
+    main(["--ckpt_path", str(folder_stage["checkpoint"]), "--format", fmt, "--output", str(output)])
+    printed = capsys.readouterr().out
+    assert f"wrote {output}" in printed
+    images = some_images(folder_stage, tmp_path)
+    probabilities, classes = run_snippet(printed, images.unsqueeze(1).float() / 255)
+    assert classes == NAMES
+    expected = pytorch_probabilities(folder_stage["checkpoint"], images)
+    assert probabilities.shape == (16, 3)
+    assert torch.allclose(probabilities, expected, atol=1e-5)
+    assert torch.equal(probabilities.argmax(1), expected.argmax(1))
+    # The input convention travels with the file.
+    if fmt == "onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(output)).metadata_props}
+    else:
+        props = {"input": ""}
+        torch.jit.load(str(output), _extra_files=props)
+        props["input"] = props["input"].decode()
+    assert "(N, 1, 28, 28), each pixel / 255, a light digit on a dark background" in props["input"]
+
+
+def test_export_never_replaces_a_file(folder_stage: dict, tmp_path: Path, capsys) -> None:
+    existing = tmp_path / "model.pt"
+    existing.write_bytes(b"precious")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt_path", str(folder_stage["checkpoint"]), "--format", "torchscript", "--output", str(existing)])
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.count("\n") == 0
+    assert f"{existing} already exists: pass another --output" in message
+    assert existing.read_bytes() == b"precious" and sorted(tmp_path.iterdir()) == [existing]
+
+
+def test_export_tool_from_the_command_line(folder_stage: dict, tmp_path: Path, monkeypatch, capsys) -> None:
+    # python -m lit_transfer export ...: the default file goes beside the checkpoint, named after it.
+    checkpoint = tmp_path / "stage.ckpt"
+    checkpoint.write_bytes(folder_stage["checkpoint"].read_bytes())
+    monkeypatch.setattr(sys, "argv", ["lit_transfer", "export", "--ckpt_path", str(checkpoint), "--format=torchscript"])
+    entry.main()
+    assert (tmp_path / "stage.pt").is_file()
+    assert f'torch.jit.load("{tmp_path / "stage.pt"}"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--format", "torchscript"], "does not exist"),
+        (["--format", "keras"], 'Parser key "format"'),
+    ],
+)
+def test_export_bad_input(args: list[str], expected: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt_path", str(tmp_path / "nope.ckpt"), *args])
+    message = exit_info.value.code
+    assert isinstance(message, str) and message.count("\n") == 0 and expected in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_trained_module_is_exported_from_a_copy_with_the_notebook_layers(folder_stage: dict) -> None:
+    from lit_transfer.export import probabilities_model
+    from lit_transfer.speed.layers import GradLayoutFlatten, to_fast_cpu_layers
+
+    module = TransferModule(num_classes=3)
+    module.load_state_dict(torch.load(folder_stage["checkpoint"], weights_only=True)["state_dict"])
+    to_fast_cpu_layers(module)  # as TransferModule.setup does on the CPU
+    exported = probabilities_model(module)
+    assert isinstance(module.backbone.flatten, GradLayoutFlatten)  # the module itself keeps its fast layers
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    scripted = torch.jit.script(exported)  # the fast layers' custom autograd function cannot be scripted
+    with torch.no_grad():
+        expected = module.eval()(images).softmax(1)
+    assert torch.allclose(scripted(images.unsqueeze(1).float() / 255), expected, atol=1e-6)
