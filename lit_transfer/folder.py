@@ -41,6 +41,13 @@ def is_image(path: str | os.PathLike) -> bool:
     return name.lower().endswith(EXTENSIONS) and not name.startswith(".")
 
 
+def relative(files: Sequence[str], root: Path) -> list[str]:
+    """Each file's path within ``root`` (``make_dataset`` joins them onto it; ``os.path.relpath`` took 1.9 s for
+    120,000 calls)."""
+    prefix = os.path.join(str(root), "")
+    return [f.removeprefix(prefix) for f in files]
+
+
 def class_folders(folder: Path) -> list[str]:
     """The class folders, sorted. torchvision's ``find_classes`` would also count hidden folders
     (``.ipynb_checkpoints``, ``.git``) as classes, so this lists them itself."""
@@ -74,7 +81,7 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
     """``files`` (under ``root``) decoded, from the cache when the same files with the same sizes and modification
     times were decoded before; otherwise decoded now and cached. The first unreadable file is a ``UserError``."""
     stats = [os.stat(f) for f in files]
-    listing = [[os.path.relpath(f, root), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats, strict=True)]
+    listing = [[name, s.st_size, s.st_mtime_ns] for name, s in zip(relative(files, root), stats, strict=True)]
     key = hashlib.sha256(json.dumps([RULE, listing]).encode()).hexdigest()
     path = cache_dir / f"{root.parent.name}-{root.name}-{key[:24]}.pt"  # named for people; the key decides
     if path.is_file():
@@ -189,6 +196,10 @@ class ImageFolderData:
             )
         return [path for path, _ in found], torch.tensor([label for _, label in found], dtype=torch.long)
 
+    @cached_property
+    def held_out(self) -> Tensor:
+        return held_out(*self.files["train"], self.test_size, self.train_dir)
+
     def decoded(self, which: str) -> Tensor:
         """All images of ``train/`` or ``test/``, decoded (and cached) once per process."""
         if which not in self._images:
@@ -208,7 +219,7 @@ class ImageFolderData:
             files, labels = self.files["test"]
             return self.decoded("test"), labels, files
         files, labels = self.files["train"]
-        test = held_out(files, labels, self.test_size, self.train_dir) if "test" not in self.files else None
+        test = self.held_out if "test" not in self.files else None
         keep = torch.ones(len(files), dtype=torch.bool) if test is None else test if split == "test" else ~test
         index = keep.nonzero().squeeze(1)
         return self.decoded("train")[index], labels[index], [files[i] for i in index.tolist()]
@@ -218,11 +229,15 @@ def held_out(files: Sequence[str], labels: Tensor, share: float, root: Path) -> 
     """Which files are the test split: per class ``round(share * n)`` of its ``n`` images (at least one, and at
     least one left to train on, where a class has two or more), the first in an order fixed by a hash of each path
     within ``root``. Stratified and independent of ``--data.seed``; a file added later moves few others."""
-    test = torch.zeros(len(files), dtype=torch.bool)
-    for label in labels.unique().tolist():
-        members = (labels == label).nonzero().squeeze(1).tolist()
-        order = sorted(members, key=lambda i: hashlib.sha256(os.path.relpath(files[i], root).encode()).hexdigest())
+    names = relative(files, root)
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        members.setdefault(label, []).append(i)
+    chosen = []
+    for group in members.values():
+        order = sorted(group, key=lambda i: hashlib.sha256(names[i].encode()).hexdigest())
         n = len(order)
-        k = min(max(round(share * n), 1), n - 1) if n >= 2 else 0
-        test[order[:k]] = True
+        chosen += order[: min(max(round(share * n), 1), n - 1) if n >= 2 else 0]
+    test = torch.zeros(len(files), dtype=torch.bool)
+    test[chosen] = True
     return test

@@ -43,7 +43,8 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
     ) -> None:
         """
         Args:
-            num_classes: Outputs of the head; linked from ``data.digits`` by the command line.
+            num_classes: Outputs of the head; linked from the data's classes (``data.digits``, or a folder's class
+                folders) by the command line.
             optimizer: Built in ``configure_optimizers`` from the trainable parameters only.
             init_from: A lit_transfer checkpoint to start from (transfer, not resume): its backbone is copied,
                 and its head too when it has ``num_classes`` outputs. ``fit --ckpt_path`` of another stage's
