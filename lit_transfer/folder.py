@@ -57,8 +57,9 @@ def class_folders(folder: Path) -> list[str]:
 def decode_files(paths: Sequence[str]) -> tuple[Tensor, dict[int, str]]:
     """Each file by the image rule: uint8 ``(N, 28, 28)`` (zeros where a file failed) and ``{position: why}``.
 
-    In this process: a 28x28 PNG takes ~70 us, so 60,000 take seconds. Worker processes did not pay on 2 cores
-    (benchmarks/RESULTS.md, "Image folders"): spawned ones spend seconds importing torch, forked ones gained little.
+    In this process: 60,000 28x28 PNGs take ~3 s. Worker processes did not pay on 2 cores (benchmarks/RESULTS.md,
+    "Image folders"): spawned ones spent longer importing torch than decoding, and forked ones can hang (a child
+    of a process whose OpenMP threads run hung in ``torch.set_num_threads``).
     """
     images = torch.zeros(len(paths), SIZE, SIZE, dtype=torch.uint8)
     failed = {}
@@ -95,16 +96,19 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
     start = time.perf_counter()
     images, failed = decode_files(files)
     if failed:
-        raise UserError(failed[min(failed)])
+        more = f" (and {len(failed) - 1} more unreadable files)" if len(failed) > 1 else ""
+        raise UserError(failed[min(failed)] + more)
     seconds = time.perf_counter() - start
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         torch.save({"key": key, "images": images}, tmp)
         os.replace(tmp, path)  # atomic: a crash leaves no half-written cache
     except OSError as err:
         why = f"cannot write the image cache {path} ({err.strerror})"
         raise UserError(f"{why}: pass a writable --data.cache_dir") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     rank_zero_info(f"lit_transfer: decoded {len(files)} images of {root} in {seconds:.1f} s, cached in {path}")
     return images
 
@@ -208,7 +212,7 @@ class ImageFolderData:
         return self._images[which]
 
     def prepare(self) -> None:
-        """Check the folder and fill the cache (Lightning calls this on one process per machine)."""
+        """Check the folder and fill the cache (under DDP, rank 0 does it before the other processes start)."""
         for which in self.files:
             self.decoded(which)
 
