@@ -6,7 +6,8 @@ Writes the folder (``<tmp>/train/<digit>/<index>.png``, 28x28 grey, so the image
 temporary directory, deleted at the end. Then, per repeat, with an empty cache folder each time:
 
 - ``decode``: ``lit_transfer.folder.decode_files`` over the 60,000 files in this process (what lit_transfer does),
-  and the same split over one worker process per core, started by ``fork`` and by ``spawn`` (why it does not);
+  and the same split over one ``spawn``-ed worker process per core (why it does not use them; ``fork``-ed workers
+  hung in ``torch.set_num_threads`` in the child, the known hazard of forking a process whose OpenMP threads run);
 - ``first run``: ``python -m lit_transfer fit`` on the folder in a fresh process, seconds from its start to its first
   training step (the cache is empty: listing, decoding and writing the cache included);
 - ``cached run``: the same command again (the cache filled): seconds to the first training step;
@@ -108,11 +109,9 @@ def main() -> None:
             start = time.perf_counter()
             decode_files(files)
             rows.setdefault("decode", []).append(time.perf_counter() - start)
-            for method in ("fork", "spawn"):
-                start = time.perf_counter()
-                decode_in_processes(files, method)
-                name = f"decode, {os.cpu_count()} {method}ed processes"
-                rows.setdefault(name, []).append(time.perf_counter() - start)
+            start = time.perf_counter()
+            decode_in_processes(files, "spawn")
+            rows.setdefault(f"decode, {os.cpu_count()} spawned processes", []).append(time.perf_counter() - start)
             cached = [*folder, f"--data.cache_dir={cache}"]
             rows.setdefault("first run", []).append(seconds_to_first_step(cached, work))
             rows.setdefault("cached run", []).append(seconds_to_first_step(cached, work))

@@ -41,6 +41,13 @@ def is_image(path: str | os.PathLike) -> bool:
     return name.lower().endswith(EXTENSIONS) and not name.startswith(".")
 
 
+def relative(files: Sequence[str], root: Path) -> list[str]:
+    """Each file's path within ``root`` (``make_dataset`` joins them onto it; ``os.path.relpath`` took 1.9 s for
+    120,000 calls)."""
+    prefix = os.path.join(str(root), "")
+    return [f.removeprefix(prefix) for f in files]
+
+
 def class_folders(folder: Path) -> list[str]:
     """The class folders, sorted. torchvision's ``find_classes`` would also count hidden folders
     (``.ipynb_checkpoints``, ``.git``) as classes, so this lists them itself."""
@@ -50,8 +57,9 @@ def class_folders(folder: Path) -> list[str]:
 def decode_files(paths: Sequence[str]) -> tuple[Tensor, dict[int, str]]:
     """Each file by the image rule: uint8 ``(N, 28, 28)`` (zeros where a file failed) and ``{position: why}``.
 
-    In this process: a 28x28 PNG takes ~70 us, so 60,000 take seconds. Worker processes did not pay on 2 cores
-    (benchmarks/RESULTS.md, "Image folders"): spawned ones spend seconds importing torch, forked ones gained little.
+    In this process: 60,000 28x28 PNGs take ~3 s. Worker processes did not pay on 2 cores (benchmarks/RESULTS.md,
+    "Image folders"): spawned ones spent longer importing torch than decoding, and forked ones can hang (a child
+    of a process whose OpenMP threads run hung in ``torch.set_num_threads``).
     """
     images = torch.zeros(len(paths), SIZE, SIZE, dtype=torch.uint8)
     failed = {}
@@ -74,7 +82,7 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
     """``files`` (under ``root``) decoded, from the cache when the same files with the same sizes and modification
     times were decoded before; otherwise decoded now and cached. The first unreadable file is a ``UserError``."""
     stats = [os.stat(f) for f in files]
-    listing = [[os.path.relpath(f, root), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats, strict=True)]
+    listing = [[name, s.st_size, s.st_mtime_ns] for name, s in zip(relative(files, root), stats, strict=True)]
     key = hashlib.sha256(json.dumps([RULE, listing]).encode()).hexdigest()
     path = cache_dir / f"{root.parent.name}-{root.name}-{key[:24]}.pt"  # named for people; the key decides
     if path.is_file():
@@ -88,16 +96,19 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
     start = time.perf_counter()
     images, failed = decode_files(files)
     if failed:
-        raise UserError(failed[min(failed)])
+        more = f" (and {len(failed) - 1} more unreadable files)" if len(failed) > 1 else ""
+        raise UserError(failed[min(failed)] + more)
     seconds = time.perf_counter() - start
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         torch.save({"key": key, "images": images}, tmp)
         os.replace(tmp, path)  # atomic: a crash leaves no half-written cache
     except OSError as err:
         why = f"cannot write the image cache {path} ({err.strerror})"
         raise UserError(f"{why}: pass a writable --data.cache_dir") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     rank_zero_info(f"lit_transfer: decoded {len(files)} images of {root} in {seconds:.1f} s, cached in {path}")
     return images
 
@@ -189,6 +200,10 @@ class ImageFolderData:
             )
         return [path for path, _ in found], torch.tensor([label for _, label in found], dtype=torch.long)
 
+    @cached_property
+    def held_out(self) -> Tensor:
+        return held_out(*self.files["train"], self.test_size, self.train_dir)
+
     def decoded(self, which: str) -> Tensor:
         """All images of ``train/`` or ``test/``, decoded (and cached) once per process."""
         if which not in self._images:
@@ -197,7 +212,7 @@ class ImageFolderData:
         return self._images[which]
 
     def prepare(self) -> None:
-        """Check the folder and fill the cache (Lightning calls this on one process per machine)."""
+        """Check the folder and fill the cache (under DDP, rank 0 does it before the other processes start)."""
         for which in self.files:
             self.decoded(which)
 
@@ -208,7 +223,7 @@ class ImageFolderData:
             files, labels = self.files["test"]
             return self.decoded("test"), labels, files
         files, labels = self.files["train"]
-        test = held_out(files, labels, self.test_size, self.train_dir) if "test" not in self.files else None
+        test = self.held_out if "test" not in self.files else None
         keep = torch.ones(len(files), dtype=torch.bool) if test is None else test if split == "test" else ~test
         index = keep.nonzero().squeeze(1)
         return self.decoded("train")[index], labels[index], [files[i] for i in index.tolist()]
@@ -218,11 +233,15 @@ def held_out(files: Sequence[str], labels: Tensor, share: float, root: Path) -> 
     """Which files are the test split: per class ``round(share * n)`` of its ``n`` images (at least one, and at
     least one left to train on, where a class has two or more), the first in an order fixed by a hash of each path
     within ``root``. Stratified and independent of ``--data.seed``; a file added later moves few others."""
-    test = torch.zeros(len(files), dtype=torch.bool)
-    for label in labels.unique().tolist():
-        members = (labels == label).nonzero().squeeze(1).tolist()
-        order = sorted(members, key=lambda i: hashlib.sha256(os.path.relpath(files[i], root).encode()).hexdigest())
+    names = relative(files, root)
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        members.setdefault(label, []).append(i)
+    chosen = []
+    for group in members.values():
+        order = sorted(group, key=lambda i: hashlib.sha256(names[i].encode()).hexdigest())
         n = len(order)
-        k = min(max(round(share * n), 1), n - 1) if n >= 2 else 0
-        test[order[:k]] = True
+        chosen += order[: min(max(round(share * n), 1), n - 1) if n >= 2 else 0]
+    test = torch.zeros(len(files), dtype=torch.bool)
+    test[chosen] = True
     return test

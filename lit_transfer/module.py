@@ -46,7 +46,8 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
     ) -> None:
         """
         Args:
-            num_classes: Outputs of the head; linked from ``data.digits`` by the command line.
+            num_classes: Outputs of the head; linked from the data's classes (``data.digits``, or a folder's class
+                folders) by the command line.
             optimizer: Built in ``configure_optimizers`` from the trainable parameters only.
             lr_scheduler: A learning-rate scheduler for that optimizer (``--model.lr_scheduler StepLR
                 --model.lr_scheduler.step_size 1``; ``OneCycleLR`` with ``total_steps`` and interval ``step``).
