@@ -7,7 +7,7 @@ subcommands are Trainer methods, and exporting a checkpoint or serving a page tr
 import importlib
 import sys
 
-TOOLS = {"export": "lit_transfer.export"}  # tool name -> module with main(args: list[str])
+TOOLS = {"demo": "lit_transfer.demo.serve", "export": "lit_transfer.export"}  # tool name -> module with main(args)
 
 
 def main() -> None:

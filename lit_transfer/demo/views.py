@@ -1,0 +1,85 @@
+"""The page's words and the per-run view: titles from the checkpoints' own class names, the note on the shared
+features, and a run's curves, confusion matrix and results read from its folder."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from lit_transfer.demo.inference import Comparison, Model
+from lit_transfer.demo.pictures import confusion_figure, curves_figure, results_table
+from lit_transfer.demo.runs import read_curves, read_results, run_dir
+
+STAGE_NAMES = {"source": "Stage one", "target": "Stage two"}
+MAP_SIZES = {"conv1": "26x26", "conv2": "24x24"}
+
+INTRO = """
+# See the transfer: one set of frozen features, two heads
+Stage one trained the whole CNN on its digits. Stage two kept stage one's convolutional layers (**conv1**, **conv2**)
+frozen and trained only a new dense head on other digits. Draw a digit or drop an image file: both networks answer,
+and below them are the frozen layers' feature maps, computed through each network.
+"""
+START_MESSAGE = "Draw a digit with the mouse (or a finger), or drop an image file."
+
+
+def classes(model: Model) -> str:
+    return ", ".join(model.names)
+
+
+def stage_title(stage: str, model: Model) -> str:
+    return f"{STAGE_NAMES[stage]}: classes {classes(model)}"
+
+
+def layer_title(layer: str) -> str:
+    return f"#### {layer}: its 32 feature maps ({MAP_SIZES[layer]}, after ReLU), numbered #0 to #31"
+
+
+def maps_title(layer: str, stage: str) -> str:
+    return f"{layer} computed through **{STAGE_NAMES[stage].lower()}'s** network"
+
+
+def features_note(same: Comparison) -> str:
+    """Whether the shared layers gave the same maps through both networks, as measured, and what that means."""
+    checks = ", ".join(
+        f"{layer}: {'identical' if equal else 'different'} (torch.equal: {equal})"
+        for layer, equal in same.equal.items()
+    )
+    if all(same.equal.values()):
+        return (
+            "### The frozen layers give identical feature maps through both networks\n"
+            f"Computed through each network for this input and compared bit for bit: {checks}. Stage two trained "
+            "only its head: its conv1 and conv2 are stage one's, frozen, so both heads read the same features."
+        )
+    worst = max(same.max_difference.values())
+    return (
+        "### The feature maps differ between the two networks\n"
+        f"{checks}; largest difference {worst:.4g}. Stage two's convolutional layers are not stage one's: it "
+        "trained them too (fine-tuning), or the two checkpoints come from unrelated runs."
+    )
+
+
+def run_view(stage: str, model: Model) -> tuple[str, Figure | None, Figure | None, str]:
+    """A header, the learning curves, the confusion matrix and the results table of the run that wrote ``model``."""
+    meta = model.meta
+    frozen = "yes (its conv layers were frozen)" if model.frozen_stage else "no (the whole network trained)"
+    header = [
+        f"### {STAGE_NAMES[stage]}: `{model.path}`",
+        f"Dataset **{meta.get('dataset') or '-'}**, classes **{classes(model)}**, frozen stage: {frozen}.",
+    ]
+    folder = run_dir(model.path)
+    if folder is None:
+        header.append("This checkpoint is not in a run's `checkpoints/` folder: no logs to show.")
+        return "\n\n".join(header), None, None, ""
+    header.append(f"Run folder `{folder}`.")
+    curves = read_curves(folder)
+    if not curves:
+        header.append("No `metrics.csv` with epoch metrics in the run folder: no learning curves.")
+    results = read_results(folder)
+    if results is None:
+        header.append("No `results.json` in the run folder (the stage's test did not run): no results.")
+        return "\n\n".join(header), curves_figure(curves, "Learning curves"), None, ""
+    names = model.names if len(model.names) == len(results.get("confusion", [])) else results.get("digits", [])
+    names = [str(n) for n in names]
+    confusion = confusion_figure(results["confusion"], names, "Test set") if results.get("confusion") else None
+    rows = results_table(results)
+    table = "| result | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "\n\n".join(header), curves_figure(curves, "Learning curves"), confusion, table
