@@ -80,6 +80,10 @@ def test_sigkill_then_resume_gives_identical_weights(kill_step: int, data: Path,
         assert torch.equal(value, weights[key]), key
     assert report["test_acc"] == ref_report["test_acc"] and report["test_loss"] == ref_report["test_loss"]
     assert report["train_images"] == ref_report["train_images"]
+    # Each epoch's validation accuracy, also from before the resume (kept in the checkpoint: the resumed run logs
+    # into a new folder). Resumed from step 12, the last step of epoch 1, Lightning skips that epoch's validation.
+    expected = {e: acc for e, acc in ref_report["val_acc_per_epoch"].items() if (kill_step, e) != (14, "1")}
+    assert report["val_acc_per_epoch"] == expected and len(ref_report["val_acc_per_epoch"]) == 3
 
 
 def test_kill_while_saving_keeps_previous_checkpoint(data: Path, tmp_path: Path, reference) -> None:

@@ -39,15 +39,24 @@ class StageReport(L.Callback):
     """
 
     def __init__(self) -> None:
-        self.train_images = 0  # images trained on, across resumes (part of this callback's checkpoint state)
+        # Across resumes (this callback's checkpoint state): images trained on, and the validation accuracy per
+        # epoch (a resumed run logs into a new folder, so its metrics.csv lacks the epochs before the resume).
+        self.train_images = 0
+        self.val_acc: dict[int, float] = {}
         self.fit: dict[str, Any] | None = None
         self.report: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_images": self.train_images}
+        return {"train_images": self.train_images, "val_acc": self.val_acc}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_images = state_dict["train_images"]
+        self.val_acc = dict(state_dict.get("val_acc", {}))  # none in checkpoints written before it was kept
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val_acc")
+        if value is not None and not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.val_acc[trainer.current_epoch] = float(value)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx) -> None:
         self.train_images += batch[1].shape[0] * trainer.world_size  # a shape: no device sync
@@ -101,6 +110,7 @@ class StageReport(L.Callback):
             "epochs": fit.get("epochs"),
             "train_time_s": fit.get("train_time_s"),
             "train_images": fit.get("train_images"),
+            "val_acc_per_epoch": {str(epoch): acc for epoch, acc in self.val_acc.items()},  # epochs from 0
             "images_per_s": fit.get("images_per_s"),
             "peak_rss_mb": fit.get("peak_rss_mb"),
             "peak_gpu_mb": fit.get("peak_gpu_mb"),
