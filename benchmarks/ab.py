@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
     args = parser.parse_args()
+    data_dir = str(Path(args.data_dir).resolve())  # the base runs in another folder
     tmp = Path(tempfile.mkdtemp(prefix="lit_transfer_ab_"))
     base = tmp / "base"
     subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=REPO, check=True)
@@ -53,7 +54,7 @@ def main() -> None:
     try:
         for repeat in range(args.repeats):
             for side, checkout in sides.items():
-                for record in stages(checkout, args.data_dir, tmp / f"{side}-{repeat}"):
+                for record in stages(checkout, data_dir, tmp / f"{side}-{repeat}"):
                     runs.append({"side": side, "repeat": repeat, **record})
                     print(json.dumps(runs[-1]), flush=True)
     finally:

@@ -14,9 +14,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from functools import cached_property
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -30,7 +28,6 @@ from lit_transfer.images import SIZE, load_mnist
 # What Pillow decodes (torchvision's IMG_EXTENSIONS lacks GIF)
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 RULE = 1  # version of the image rule in images.py: raise it when the rule changes, so every cache is decoded again
-POOL_FROM = 4000  # files from which decoding is spread over worker processes (benchmarks/RESULTS.md, folder decode)
 
 
 def default_cache_dir() -> Path:
@@ -44,48 +41,40 @@ def is_image(path: str | os.PathLike) -> bool:
     return name.lower().endswith(EXTENSIONS) and not name.startswith(".")
 
 
+def relative(files: Sequence[str], root: Path) -> list[str]:
+    """Each file's path within ``root`` (``make_dataset`` joins them onto it; ``os.path.relpath`` took 1.9 s for
+    120,000 calls)."""
+    prefix = os.path.join(str(root), "")
+    return [f.removeprefix(prefix) for f in files]
+
+
 def class_folders(folder: Path) -> list[str]:
     """The class folders, sorted. torchvision's ``find_classes`` would also count hidden folders
     (``.ipynb_checkpoints``, ``.git``) as classes, so this lists them itself."""
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
-def _decode_chunk(paths: Sequence[str]) -> tuple[bytes, list[tuple[int, str]]]:
-    """Worker: the chunk's images as raw bytes (a tensor per image would travel through shared memory, one file
-    descriptor each) and, per failed file, its position and the one-line reason."""
-    torch.set_num_threads(1)  # the workers already use every core
-    out, errors = bytearray(len(paths) * SIZE * SIZE), []
-    for i, path in enumerate(paths):
-        try:
-            out[i * SIZE * SIZE : (i + 1) * SIZE * SIZE] = load_mnist(path).numpy().tobytes()
-        except UserError as err:
-            errors.append((i, str(err)))
-    return bytes(out), errors
-
-
-def decode_files(paths: Sequence[str], workers: int | None = None) -> tuple[Tensor, dict[int, str]]:
+def decode_files(paths: Sequence[str]) -> tuple[Tensor, dict[int, str]]:
     """Each file by the image rule: uint8 ``(N, 28, 28)`` (zeros where a file failed) and ``{position: why}``.
 
-    Many files are spread over worker processes (``spawn``: a forked child of a process whose torch threads are
-    running can deadlock). ``workers``: processes to use, default one per core from ``POOL_FROM`` files on.
+    In this process: 60,000 28x28 PNGs take ~3 s. Worker processes did not pay on 2 cores (benchmarks/RESULTS.md,
+    "Image folders"): spawned ones spent longer importing torch than decoding, and forked ones can hang (a child
+    of a process whose OpenMP threads run hung in ``torch.set_num_threads``).
     """
-    if workers is None:
-        workers = (os.cpu_count() or 1) if len(paths) >= POOL_FROM else 1
-    if workers <= 1:
-        data, errors = _decode_chunk(paths)
-        chunks = [(0, data, errors)]
-    else:
-        size = -(-len(paths) // (workers * 4))  # a few chunks per worker, so a slow one does not hold the rest
-        starts = range(0, len(paths), size)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            results = pool.map(_decode_chunk, [paths[s : s + size] for s in starts])
-            chunks = [(s, data, errors) for s, (data, errors) in zip(starts, results, strict=True)]
-    images = torch.empty(len(paths), SIZE, SIZE, dtype=torch.uint8)
+    images = torch.zeros(len(paths), SIZE, SIZE, dtype=torch.uint8)
     failed = {}
-    for start, data, errors in chunks:
-        n = len(data) // (SIZE * SIZE)
-        images[start : start + n] = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(n, SIZE, SIZE)
-        failed.update({start + i: why for i, why in errors})
+    threads = torch.get_num_threads()
+    # Each image's tensors are tiny: torch's worker threads only add waits, which made decoding 10x slower while the
+    # other core was busy (500 112x112 JPEGs: 3-5 s with 2 threads, 0.2-0.4 s with 1; 2026-12-01, shared machine).
+    torch.set_num_threads(1)
+    try:
+        for i, path in enumerate(paths):
+            try:
+                images[i] = load_mnist(path)
+            except UserError as err:
+                failed[i] = str(err)
+    finally:
+        torch.set_num_threads(threads)
     return images, failed
 
 
@@ -93,7 +82,7 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
     """``files`` (under ``root``) decoded, from the cache when the same files with the same sizes and modification
     times were decoded before; otherwise decoded now and cached. The first unreadable file is a ``UserError``."""
     stats = [os.stat(f) for f in files]
-    listing = [[os.path.relpath(f, root), s.st_size, s.st_mtime_ns] for f, s in zip(files, stats, strict=True)]
+    listing = [[name, s.st_size, s.st_mtime_ns] for name, s in zip(relative(files, root), stats, strict=True)]
     key = hashlib.sha256(json.dumps([RULE, listing]).encode()).hexdigest()
     path = cache_dir / f"{root.parent.name}-{root.name}-{key[:24]}.pt"  # named for people; the key decides
     if path.is_file():
@@ -107,16 +96,19 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
     start = time.perf_counter()
     images, failed = decode_files(files)
     if failed:
-        raise UserError(failed[min(failed)])
+        more = f" (and {len(failed) - 1} more unreadable files)" if len(failed) > 1 else ""
+        raise UserError(failed[min(failed)] + more)
     seconds = time.perf_counter() - start
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         torch.save({"key": key, "images": images}, tmp)
         os.replace(tmp, path)  # atomic: a crash leaves no half-written cache
     except OSError as err:
         why = f"cannot write the image cache {path} ({err.strerror})"
         raise UserError(f"{why}: pass a writable --data.cache_dir") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     rank_zero_info(f"lit_transfer: decoded {len(files)} images of {root} in {seconds:.1f} s, cached in {path}")
     return images
 
@@ -208,6 +200,10 @@ class ImageFolderData:
             )
         return [path for path, _ in found], torch.tensor([label for _, label in found], dtype=torch.long)
 
+    @cached_property
+    def held_out(self) -> Tensor:
+        return held_out(*self.files["train"], self.test_size, self.train_dir)
+
     def decoded(self, which: str) -> Tensor:
         """All images of ``train/`` or ``test/``, decoded (and cached) once per process."""
         if which not in self._images:
@@ -216,7 +212,7 @@ class ImageFolderData:
         return self._images[which]
 
     def prepare(self) -> None:
-        """Check the folder and fill the cache (Lightning calls this on one process per machine)."""
+        """Check the folder and fill the cache (under DDP, rank 0 does it before the other processes start)."""
         for which in self.files:
             self.decoded(which)
 
@@ -227,7 +223,7 @@ class ImageFolderData:
             files, labels = self.files["test"]
             return self.decoded("test"), labels, files
         files, labels = self.files["train"]
-        test = held_out(files, labels, self.test_size, self.train_dir) if "test" not in self.files else None
+        test = self.held_out if "test" not in self.files else None
         keep = torch.ones(len(files), dtype=torch.bool) if test is None else test if split == "test" else ~test
         index = keep.nonzero().squeeze(1)
         return self.decoded("train")[index], labels[index], [files[i] for i in index.tolist()]
@@ -237,11 +233,15 @@ def held_out(files: Sequence[str], labels: Tensor, share: float, root: Path) -> 
     """Which files are the test split: per class ``round(share * n)`` of its ``n`` images (at least one, and at
     least one left to train on, where a class has two or more), the first in an order fixed by a hash of each path
     within ``root``. Stratified and independent of ``--data.seed``; a file added later moves few others."""
-    test = torch.zeros(len(files), dtype=torch.bool)
-    for label in labels.unique().tolist():
-        members = (labels == label).nonzero().squeeze(1).tolist()
-        order = sorted(members, key=lambda i: hashlib.sha256(os.path.relpath(files[i], root).encode()).hexdigest())
+    names = relative(files, root)
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        members.setdefault(label, []).append(i)
+    chosen = []
+    for group in members.values():
+        order = sorted(group, key=lambda i: hashlib.sha256(names[i].encode()).hexdigest())
         n = len(order)
-        k = min(max(round(share * n), 1), n - 1) if n >= 2 else 0
-        test[order[:k]] = True
+        chosen += order[: min(max(round(share * n), 1), n - 1) if n >= 2 else 0]
+    test = torch.zeros(len(files), dtype=torch.bool)
+    test[chosen] = True
     return test

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,13 @@ def mnist_root(tmp_path: Path) -> Path:
 
 
 def run_cli(*args: str) -> None:
-    """The real command line, in-process (the run directory environment variable is per invocation)."""
-    main([str(a) for a in args])
+    """The real command line, in-process (the run directory environment variable is per invocation), with
+    pytest's own arguments out of sys.argv as a user's process would have them."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        main([str(a) for a in args])
+    finally:
+        sys.argv = argv
 
 
 def common_args(data_dir: Path, runs: Path, name: str) -> list[str]:
@@ -93,6 +99,7 @@ def common_args(data_dir: Path, runs: Path, name: str) -> list[str]:
         "--data.batch_size=16",
         "--data.val_size=0.2",
         f"--trainer.default_root_dir={runs / name}",
+        "--trainer.log_every_n_steps=1",  # the tiny runs have fewer batches than the default interval (50)
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--trainer.accelerator=cpu",

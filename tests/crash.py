@@ -1,24 +1,68 @@
-"""Callbacks that crash a training process for real (SIGKILL), for the resume tests. Loaded via PYTHONPATH=tests."""
+"""Callbacks that crash a training process for real (SIGKILL), or make it fail or hang, for the resume and study
+tests. Loaded via PYTHONPATH=tests."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import lightning as L
 import torch
 
 
+def first_time(once: str | None, trainer: L.Trainer) -> bool:
+    """True unless the marker file ``once`` exists; creates it (naming this run's folder) the first time, so that
+    only the first attempt of any run that gets there acts, and a retried or continued one runs through."""
+    if once is None:
+        return True
+    try:
+        with open(once, "x") as f:
+            f.write(str(trainer.default_root_dir))
+        return True
+    except FileExistsError:
+        return False
+
+
 class KillAt(L.Callback):
     """SIGKILL this process right after optimizer step ``step`` (before any checkpoint of that step is written);
-    under DDP only the process of global rank ``rank``."""
+    under DDP only the process of global rank ``rank``; only in runs whose folder contains ``match``; with
+    ``once``, only the first time any run gets there (see ``first_time``)."""
 
-    def __init__(self, step: int, rank: int = 0) -> None:
-        self.step, self.rank = step, rank
+    def __init__(self, step: int, rank: int = 0, match: str = "", once: str | None = None) -> None:
+        self.step, self.rank, self.match, self.once = step, rank, match, once
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if trainer.global_step == self.step and trainer.global_rank == self.rank:
+        here = trainer.global_step == self.step and trainer.global_rank == self.rank
+        if here and self.match in str(trainer.default_root_dir) and first_time(self.once, trainer):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HangAt(L.Callback):
+    """Stop making progress after optimizer step ``step`` until the process is stopped (Ctrl-C, a kill), the first
+    time any run gets there (``once``): a run caught mid-way for the interruption tests."""
+
+    def __init__(self, step: int, once: str) -> None:
+        self.step, self.once = step, once
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step and first_time(self.once, trainer):
+            while True:
+                time.sleep(0.1)
+
+
+class NanAt(L.Callback):
+    """Make the training loss NaN from optimizer step ``step`` on, in runs whose folder contains ``match``: a real
+    divergence, which the NaN watch stops with its error."""
+
+    def __init__(self, step: int, match: str) -> None:
+        self.step, self.match = step, match
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        if trainer.global_step == self.step and self.match in str(trainer.default_root_dir):
+            with torch.no_grad():
+                for p in pl_module.head.parameters():
+                    p.fill_(float("nan"))
 
 
 class KillDuringSave(L.Callback):
@@ -39,3 +83,16 @@ class KillDuringSave(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)  # ... and the process gone
 
         torch.save = half_then_die
+
+
+class SignalAt(L.Callback):
+    """Send this process a real signal (SIGINT as Ctrl-C does, SIGTERM as a scheduler does) right after optimizer
+    step ``step``, once."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        self.step, self.signum, self.sent = step, signum, False
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

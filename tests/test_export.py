@@ -102,3 +102,19 @@ def test_export_bad_input(args: list[str], expected: str, tmp_path: Path) -> Non
     message = exit_info.value.code
     assert isinstance(message, str) and message.count("\n") == 0 and expected in message
     assert not list(tmp_path.iterdir())
+
+
+def test_a_trained_module_is_exported_from_a_copy_with_the_notebook_layers(folder_stage: dict) -> None:
+    from lit_transfer.export import probabilities_model
+    from lit_transfer.speed.layers import GradLayoutFlatten, to_fast_cpu_layers
+
+    module = TransferModule(num_classes=3)
+    module.load_state_dict(torch.load(folder_stage["checkpoint"], weights_only=True)["state_dict"])
+    to_fast_cpu_layers(module)  # as TransferModule.setup does on the CPU
+    exported = probabilities_model(module)
+    assert isinstance(module.backbone.flatten, GradLayoutFlatten)  # the module itself keeps its fast layers
+    images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    scripted = torch.jit.script(exported)  # the fast layers' custom autograd function cannot be scripted
+    with torch.no_grad():
+        expected = module.eval()(images).softmax(1)
+    assert torch.allclose(scripted(images.unsqueeze(1).float() / 255), expected, atol=1e-6)

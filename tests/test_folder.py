@@ -68,6 +68,9 @@ def test_without_a_test_folder_a_fixed_stratified_share_is_held_out(tmp_path: Pa
     assert sorted(Path(f).parent.name for f in test) == sorted(NAMES * 2)
     assert not set(test) & set(train) and len(set(test) | set(train)) == 30
     assert split(seed=7)[0] == test  # the same images whatever the seed
+    # spread over each class (a hash of the path), not its first file names (e.g. the first photo session)
+    firsts = {f for name in NAMES for f in sorted(f for f in train + test if f"/{name}/" in f)[:2]}
+    assert set(test) != firsts
     assert len(split(test_size=0.5)[0]) == 15
     # A file added to one class leaves the other classes' held-out images where they were.
     Image.new("L", (28, 28), 200).save(folder / "train" / "bar0" / "99999.png")
@@ -169,5 +172,20 @@ def test_an_evaluated_folder_checkpoint_keeps_its_classes_when_a_class_folder_is
     ckpt = only_run(runs / "own") / "checkpoints" / "last.ckpt"
     write_image_folder(folder, digits=(5,))  # a class folder "bar5" added later
     run_cli("test", "--config=configs/pretrain.yaml", *folder_args(folder, runs, "eval", cache), f"--ckpt_path={ckpt}")
-    report = results(only_run(runs / "eval"))
+    report = results(only_run(runs / "eval" / "test"))
     assert report["classes"] == NAMES and report["test_images"] == 9
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_on_a_folder(tmp_path: Path) -> None:
+    from test_ddp import cli_subprocess
+
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    folder = write_image_folder(tmp_path / "imgs")
+    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.max_epochs=1"]
+    done = cli_subprocess("fit", "--config=configs/pretrain.yaml", *folder_args(folder, runs, "ddp", cache), *ddp)
+    assert done.stdout.count("== pretrain on classes bar0, bar1, bar2") == 1  # only rank 0 reports
+    report = results(only_run(runs / "ddp"))
+    # each process trains on its half of the training split, and the test metrics cover all 9 test images
+    assert report["world_size"] == 2 and report["test_images"] == 9 and report["classes"] == NAMES
+    assert len(list(cache.glob("*.pt"))) == 2  # train/ and test/, decoded once

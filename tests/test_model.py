@@ -1,5 +1,7 @@
 """The network is the notebook's, layer for layer, and the fast CPU layers change no value and no gradient."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,9 +87,12 @@ def test_swapping_back_gives_a_scriptable_notebook_model() -> None:
     images = torch.rand(4, 1, 28, 28)
     before = net(images)
     to_fast_cpu_layers(net)
-    with pytest.raises(Exception):  # noqa: B017 (the custom autograd flatten cannot be scripted)
+    with pytest.raises(Exception), warnings.catch_warnings():  # noqa: B017 (the custom autograd flatten cannot be scripted)
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates torch.jit.script; export still offers it
         torch.jit.script(net)
     to_notebook_layers(net)
     assert type(net.backbone.dropout) is nn.Dropout and type(net.head.dropout) is nn.Dropout
-    scripted = torch.jit.script(net)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        scripted = torch.jit.script(net)
     assert torch.equal(scripted(images), before)

@@ -52,7 +52,7 @@ def predict(tmp_path: Path, checkpoint: Path, target: str, *extra: str) -> list[
         "--trainer.enable_progress_bar=false",
         *extra,
     )
-    with open(only_run(runs) / "predictions.csv", newline="") as f:
+    with open(only_run(runs / "predict") / "predictions.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -116,7 +116,7 @@ def test_predict_a_folders_test_split_names_files_and_classes(tmp_path: Path, fo
         f"--ckpt_path={folder_stage['checkpoint']}",
         f"--trainer.default_root_dir={runs}",
     )
-    with open(only_run(runs) / "predictions.csv", newline="") as f:
+    with open(only_run(runs / "predict") / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 9 and all(Path(r["file"]).parent.name == r["class"] for r in rows)
     correct = sum(r["class"] == r["predicted"] for r in rows) / len(rows)

@@ -18,8 +18,9 @@ from conftest import REPO, write_mnist
 from matplotlib.image import imread
 
 from lit_transfer.study.plan import Run
+from lit_transfer.study.progress import estimate_s
 from lit_transfer.study.report import versus
-from lit_transfer.study.runner import build_parser, estimate_s, main
+from lit_transfer.study.runner import build_parser, main
 from lit_transfer.study.stats import Stat
 
 PLOTS = ["accuracy_vs_labels.png", "accuracy_vs_epoch.png", "accuracy_vs_depth.png", "confusion.png"]
@@ -94,11 +95,21 @@ def test_answer_numbers_come_from_the_csv(quick: tuple[Path, Path, str]) -> None
     headline = mean_pct(rows, direction="5-9 -> 0-4", condition="transfer_frozen", labels_per_class="100")
     assert answer.startswith("Features learned on digits 5-9")
     assert re.findall(r"(\d+\.\d\d)%", answer)[0] == headline  # the notebook's transfer comes first
-    groups = {(r["direction"], r["condition"], r["labels_per_class"], r["depth"]) for r in rows}
-    means = {mean_pct(rows, direction=d, condition=c, labels_per_class=b, depth=n) for d, c, b, n in groups}
-    for number in re.findall(r"(\d+\.\d\d)%", answer):
-        assert number in means, (number, answer)
-    assert len(re.findall(r"(\d+\.\d\d)%", answer)) >= 6
+    # Every percentage, in the order the sentences give them, is the mean of its own group in results.csv.
+    forward, reverse = "5-9 -> 0-4", "0-4 -> 5-9"
+    expected = [
+        (forward, "transfer_frozen", "100"),  # the notebook's transfer at the main budget
+        (forward, "scratch", "100"),
+        (forward, "random_frozen", "100"),
+        (forward, "transfer_frozen", "10"),  # with only 10 labels per digit
+        (forward, "scratch", "10"),
+        (forward, "transfer_finetune", "100"),
+        (reverse, "transfer_frozen", "100"),
+        (reverse, "scratch", "100"),
+    ]
+    numbers = re.findall(r"(\d+\.\d\d)%", answer)
+    wanted = [mean_pct(rows, direction=d, condition=c, labels_per_class=b) for d, c, b in expected]
+    assert numbers == wanted, answer
 
 
 def test_plots_are_real_pngs(quick: tuple[Path, Path, str]) -> None:
@@ -180,6 +191,10 @@ def test_config_matches_the_signature() -> None:
         ["--extra_args", '["--trainer.devices=2"]'],
         ["--extra_args", '["--trainer.strategy", "ddp"]'],
         ["--extra_args", '["--trainer.strategy.class_path=DDPStrategy"]'],
+        ["--executor", "dask"],
+        ["--threads_per_run", "0"],
+        ["--runs_per_gpu", "-1"],
+        ["--ray_address", "10.0.0.1:6379"],  # without --executor ray
     ],
 )
 def test_bad_input_is_a_one_line_error(bad: list[str], tmp_path: Path) -> None:
@@ -188,6 +203,16 @@ def test_bad_input_is_a_one_line_error(bad: list[str], tmp_path: Path) -> None:
     message = exit_info.value.code
     assert isinstance(message, str) and message.startswith("lit_transfer.study: error:") and "\n" not in message
     assert bad[0][2:] in message
+
+
+def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--executor", "ray", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == (
+        'lit_transfer.study: error: --executor ray needs Ray: pip install -e ".[ray]" (or leave --executor sequential)'
+    )
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_bad_preset_from_the_shell(tmp_path: Path) -> None:

@@ -120,9 +120,11 @@ def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]],
         lines.append(f"{shown:<{width}}  {guess[0]:<12} {guess[1]:>11}  {top3 or 'unreadable: ' + row[7]}")
     if len(table) > SHOWN:
         lines.append(f"... and {len(table) - SHOWN} more in the CSV")
-    unreadable = sum(1 for row in table if row[7])
-    lines.append(f"predicted {len(table) - unreadable} files, {unreadable} unreadable: {path}")
-    lines += [f"unreadable: {row[0]}: {row[7]}" for row in table if row[7]]
+    unreadable = [row for row in table if row[7]]
+    lines.append(f"predicted {len(table) - len(unreadable)} files, {len(unreadable)} unreadable: {path}")
+    lines += [f"unreadable: {row[0]}: {row[7]}" for row in unreadable[:SHOWN]]
+    if len(unreadable) > SHOWN:
+        lines.append(f"... and {len(unreadable) - SHOWN} more unreadable files (the CSV's error column)")
     print("\n".join(lines))
 
 

@@ -17,6 +17,15 @@ from lit_transfer.checkpoint import frozen_stage
 from lit_transfer.files import atomic_write, unused_path
 
 
+def params_as_trained(module: L.LightningModule) -> dict[str, int]:
+    """The parameter counts, trainable and frozen as the checkpoint's stage had them when one was loaded (a
+    test-only run of a stage-two checkpoint freezes nothing, but its backbone was frozen when it trained)."""
+    counts, loaded = count_params(module), getattr(module, "loaded_meta", None) or {}
+    if "frozen_params" in loaded and loaded["trainable_params"] + loaded["frozen_params"] == counts["total_params"]:
+        counts.update(trainable_params=loaded["trainable_params"], frozen_params=loaded["frozen_params"])
+    return counts
+
+
 def count_params(module: L.LightningModule) -> dict[str, int]:
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
@@ -30,14 +39,24 @@ class StageReport(L.Callback):
     """
 
     def __init__(self) -> None:
-        self.train_images = 0  # images trained on, across resumes (part of this callback's checkpoint state)
+        # Across resumes (this callback's checkpoint state): images trained on, and the validation accuracy per
+        # epoch (a resumed run logs into a new folder, so its metrics.csv lacks the epochs before the resume).
+        self.train_images = 0
+        self.val_acc: dict[int, float] = {}
         self.fit: dict[str, Any] | None = None
+        self.report: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"train_images": self.train_images}
+        return {"train_images": self.train_images, "val_acc": self.val_acc}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.train_images = state_dict["train_images"]
+        self.val_acc = dict(state_dict.get("val_acc", {}))  # none in checkpoints written before it was kept
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val_acc")
+        if value is not None and not trainer.sanity_checking and trainer.state.fn == "fit":
+            self.val_acc[trainer.current_epoch] = float(value)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx) -> None:
         self.train_images += batch[1].shape[0] * trainer.world_size  # a shape: no device sync
@@ -61,10 +80,18 @@ class StageReport(L.Callback):
         if summary is None or trainer.sanity_checking:
             return
         # ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank must ask for it.
-        self.write(trainer, pl_module, summary, Path(trainer.log_dir or trainer.default_root_dir))
+        self.report = self.write(trainer, pl_module, summary, Path(trainer.log_dir or trainer.default_root_dir))
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Printed here rather than in on_test_end, where the progress bar is still open and would be drawn again
+        # below the report.
+        if stage == "test" and self.report:
+            print(self.report)
+            self.report = None
 
     @rank_zero_only
-    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], run_dir: Path) -> None:
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], run_dir: Path) -> str:
+        """Write results.json into ``run_dir``; returns the report to print."""
         datamodule = trainer.datamodule
         default = [str(i) for i in range(len(summary["per_class_acc"]))]
         names = list(getattr(datamodule, "class_names", default))
@@ -83,6 +110,7 @@ class StageReport(L.Callback):
             "epochs": fit.get("epochs"),
             "train_time_s": fit.get("train_time_s"),
             "train_images": fit.get("train_images"),
+            "val_acc_per_epoch": {str(epoch): acc for epoch, acc in self.val_acc.items()},  # epochs from 0
             "images_per_s": fit.get("images_per_s"),
             "peak_rss_mb": fit.get("peak_rss_mb"),
             "peak_gpu_mb": fit.get("peak_gpu_mb"),
@@ -93,7 +121,7 @@ class StageReport(L.Callback):
             **({} if folder else {"per_digit_acc": per_class}),  # the digit datasets' own name, read by the study
             "confusion": summary["confusion"],
             # the counts during training; a test-only run counts what it loaded
-            **{k: fit.get(k, v) for k, v in count_params(pl_module).items()},
+            **{k: fit.get(k, v) for k, v in params_as_trained(pl_module).items()},
             "checkpoint": last,
             "best_checkpoint": best,
             "device": str(trainer.strategy.root_device),
@@ -103,7 +131,7 @@ class StageReport(L.Callback):
         run_dir.mkdir(parents=True, exist_ok=True)
         path = unused_path(run_dir / "results.json")  # a second test in the same run: keep both
         atomic_write(path, json.dumps(results, indent=2) + "\n")
-        print(format_report(results, path))
+        return format_report(results, path)
 
 
 def format_report(r: dict[str, Any], path: Path) -> str:

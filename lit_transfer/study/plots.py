@@ -86,7 +86,11 @@ def plot_budgets(root: Path, rows: list[dict], warmup: int) -> tuple[str, str | 
 
 
 def val_curve(root: Path, run_dir: str) -> dict[int, float]:
-    """Validation accuracy per epoch (1-based) from the run's ``metrics.csv``."""
+    """Validation accuracy per epoch (1-based) from the run's ``results.json`` (complete across resumes), or from
+    its ``metrics.csv`` for runs of older versions."""
+    results = json.loads((root / run_dir / "results.json").read_text())
+    if "val_acc_per_epoch" in results:
+        return {int(epoch) + 1: acc for epoch, acc in results["val_acc_per_epoch"].items()}
     with open(root / run_dir / "metrics.csv") as f:
         return {int(r["epoch"]) + 1: float(r["val_acc"]) for r in csv.DictReader(f) if r.get("val_acc")}
 
@@ -100,11 +104,13 @@ def plot_epochs(root: Path, rows: list[dict], budget: int | None, warmup: int) -
         last_epoch = 1
         for c, depth in groups:
             curves = [val_curve(root, r["run_dir"]) for r in select(rows, d, c, budget, depth)]
-            epochs = sorted(set.intersection(*(set(curve) for curve in curves))) if curves else []
+            # An epoch's mean over the seeds that have it: a run resumed from a checkpoint of an epoch's last step
+            # has no validation of that epoch (Lightning skips it on resume).
+            epochs = sorted(set().union(*curves))
             if not epochs:
                 continue
             last_epoch = max(last_epoch, epochs[-1])
-            mean = [100 * Stat(curve[e] for curve in curves).mean for e in epochs]
+            mean = [100 * Stat(curve[e] for curve in curves if e in curve).mean for e in epochs]
             ax.plot(epochs, mean, label=label(c, depth, warmup), **look(c, depth))
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy (%)")

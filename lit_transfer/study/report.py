@@ -15,8 +15,8 @@ from typing import Any
 import lightning
 import torch
 
+from lit_transfer.errors import UserError
 from lit_transfer.files import atomic_write
-from lit_transfer.study.plots import draw
 from lit_transfer.study.stats import CONDITIONS, Stat, acc, arrow, budget_text, label, select
 
 SMOKE_STEPS = 100  # fewer optimizer steps than this in every target run: the report says it is a smoke test
@@ -109,6 +109,10 @@ def write_csv(root: Path, rows: list[dict]) -> None:
 
 def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget: int | None) -> None:
     warmup = settings["warmup_epochs"]
+    try:  # matplotlib is the study extra's, not a core dependency: only the study draws
+        from lit_transfer.study.plots import draw
+    except ModuleNotFoundError as err:
+        raise UserError(f"the study's plots need {err.name}: pip install -e '.[study]' (or '.[all]')") from None
     plots = draw(root, rows, budget, warmup)
     directions = list(dict.fromkeys(r["direction"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})

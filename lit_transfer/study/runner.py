@@ -2,132 +2,36 @@
 
 After Yosinski et al. 2014: per direction (5-9 -> 0-4 and back) and seed, one source run shared by frozen transfer
 (AnB), fine-tuned transfer (AnB+), scratch, a random frozen backbone, the first n layers transferred, label budgets.
-Each run is ``lit_transfer.cli.main`` in-process in ``<out>/runs/<direction>/<condition>/<labels>/seed<k>/`` and is
-finished once its ``done.json`` points at a ``results.json``: run again, an interrupted study continues.
+Each run is ``lit_transfer.cli.main`` in ``<out>/runs/<direction>/<condition>/<labels>/seed<k>/`` (execute.py), one
+after another in this process (sequential.py) or as Ray tasks on every core and GPU of a machine or a cluster
+(ray_executor.py). A run is finished once its ``done.json`` points at a ``results.json``: run again, an interrupted
+study continues, and a run cut short continues from its own ``last.ckpt``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import inspect
 import json
-import logging
-import shutil
 import sys
-import time
 from argparse import ArgumentError
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Literal
 
 import docstring_parser
 from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
-from lit_transfer import cli
 from lit_transfer.errors import UserError
 from lit_transfer.files import atomic_write
 from lit_transfer.speed.cpu import flush_denormals
-from lit_transfer.study.plan import DIRECTIONS, Run, cli_args, main_budget, plan
+from lit_transfer.study import sequential
+from lit_transfer.study.execute import finished
+from lit_transfer.study.plan import DIRECTIONS, main_budget, plan
 from lit_transfer.study.report import write_csv, write_report
 from lit_transfer.study.stats import row
 
 QUICK_BUDGETS = [10, 100]  # labels per class: the two small budgets, where transfer matters most
 QUICK_SOURCE = 1000  # labels per source digit with --quick: the source runs took half of the quick study's time
-FULL_IMAGES_PER_CLASS = 5400  # ~90% of MNIST's ~6,000 training images per digit: only for the first time estimate
-# The time estimate's cost model, in image-epochs, from the full study's runs on the 2-core CPU (2026-11-27): a run's
-# fixed cost (start, validation, test) ~4 s; an epoch with the backbone frozen (features cached) ~0.2 of a full one
-# (29 s vs 88 s for 5 epochs), with only conv1 frozen ~0.85 (75 s). Fitted ratios, not promises: an estimate only.
-EVAL_IMAGES = 6000
-FROZEN_EPOCH = 0.2
-CONV1_FROZEN_EPOCH = 0.85
 MULTI_PROCESS = ("--trainer.devices", "--trainer.strategy", "--trainer.num_nodes")  # refused: see cli_args
-
-
-def finished(root: Path, run: Run) -> dict[str, Any] | None:
-    """The run's ``done.json`` when the ``results.json`` it points at (and a source run's checkpoint) still exist."""
-    done = root / run.folder / "done.json"
-    if not done.is_file():
-        return None
-    record = json.loads(done.read_text())
-    needed = ["results.json"] + (["checkpoints/last.ckpt"] if run.condition == "pretrain" else [])
-    return record if all((root / record["run_dir"] / name).is_file() for name in needed) else None
-
-
-def execute(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | None) -> dict[str, Any]:
-    """One run of the real CLI in-process; its output goes to ``log.txt`` so the console shows progress only."""
-    folder = root / run.folder
-    shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted attempt: start this run over
-    folder.mkdir(parents=True)
-    args = cli_args(run, settings, root, source_ckpt)
-    start = time.perf_counter()
-    with open(folder / "log.txt", "w") as log, into(log):
-        print("python -m lit_transfer " + " ".join(args), flush=True)
-        try:
-            cli.main(args)
-        except SystemExit as err:  # the CLI's one-line user errors, or Lightning's exit after Ctrl-C
-            if isinstance(err.code, str):
-                raise UserError(f"run {run.folder} failed: {err.code} (log: {folder / 'log.txt'})") from None
-            raise UserError(
-                f"run {run.folder} stopped (exit status {err.code}, e.g. Ctrl-C): run the study again to continue"
-            ) from None
-    wall = time.perf_counter() - start
-    run_dir = max(folder.glob("version_*/results.json"), key=lambda p: p.stat().st_mtime).parent
-    if not settings["keep_checkpoints"] and run.condition != "pretrain":
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # ~7 MB each; only source runs are reused
-    record = {"run_dir": str(run_dir.relative_to(root)), "wall_s": wall, "args": args}
-    atomic_write(folder / "done.json", json.dumps(record, indent=2) + "\n")
-    return record
-
-
-@contextlib.contextmanager
-def into(log: IO[str]) -> Iterator[None]:
-    """Send a run's prints, warnings and Lightning's info lines to ``log``; hide the study's argv from the CLI."""
-    handlers = [h for name in ("lightning.pytorch", "lightning.fabric") for h in logging.getLogger(name).handlers]
-    consoles = [h for h in handlers if type(h) is logging.StreamHandler]  # not pytest's capturing subclasses
-    streams = [h.stream for h in consoles]
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns about extra command-line arguments otherwise
-    try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            for h in consoles:
-                h.setStream(log)
-            yield
-    finally:
-        sys.argv = argv
-        for h, stream in zip(consoles, streams, strict=True):
-            h.setStream(stream)
-
-
-def estimate_s(run: Run, walls: dict[Run, float], epochs: int, warmup: int) -> float | None:
-    """Seconds for ``run``: the same run at another seed if measured, else a rate per image from finished runs."""
-    same = [w for r, w in walls.items() if r == dataclasses.replace(run, seed=r.seed)]
-    if same:
-        return sum(same) / len(same)
-
-    if not walls:
-        return None
-
-    def cost(r: Run) -> float:  # image-epochs, each weighted by what trains in it
-        depth_cached = r.condition == "transfer_depth" and r.depth != 1  # n >= 2: the whole backbone is frozen
-        if r.condition in ("transfer_frozen", "random_frozen") or depth_cached:
-            weight = FROZEN_EPOCH * epochs
-        elif r.condition == "transfer_finetune":  # frozen warm-up, then the whole network
-            weight = FROZEN_EPOCH * warmup + (epochs - warmup)
-        elif r.condition == "transfer_depth":  # n = 1: conv1 frozen, conv2 still trains
-            weight = CONV1_FROZEN_EPOCH * epochs
-        else:
-            weight = epochs
-        return EVAL_IMAGES + 5 * (r.labels_per_class or FULL_IMAGES_PER_CLASS) * weight
-
-    return cost(run) * sum(walls.values()) / sum(cost(r) for r in walls)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimated after the first run"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"about {hours} h {minutes:02d} min" if hours else f"about {minutes} min {secs:02d} s"
 
 
 def run_study(
@@ -147,6 +51,10 @@ def run_study(
     quick: bool = False,
     keep_checkpoints: bool = False,
     extra_args: list[str] = [],  # noqa: B006
+    executor: Literal["sequential", "ray"] = "sequential",
+    ray_address: str | None = None,
+    threads_per_run: int = 1,
+    runs_per_gpu: int = 4,
 ) -> Path:
     """Run (or continue) the transfer study and write its report; returns the report folder.
 
@@ -176,6 +84,16 @@ def run_study(
         keep_checkpoints: Keep the target runs' checkpoints (source runs' are always kept: they are reused).
         extra_args: Further ``python -m lit_transfer fit`` arguments for every run, e.g.
             ``["--trainer.accelerator=cpu"]``; not devices, strategy or nodes: the study trains on one device.
+        executor: ``sequential``: one run after another in this process, on one device. ``ray``: every run a Ray
+            task, side by side on every core and GPU of this machine, or of a cluster (``--ray_address``); needs
+            ``pip install -e ".[ray]"``. The same command lines, so the same numbers (docs/study-ray.md).
+        ray_address: With ``--executor ray``: the cluster to join (``ray start --head`` prints it, e.g.
+            ``10.0.0.1:6379``, or ``auto`` on one of its machines; ``RAY_ADDRESS`` also works). Unset: a local Ray
+            instance with this machine's cores and GPUs, stopped at the end.
+        threads_per_run: With ``--executor ray`` on CPUs: CPU cores (torch threads) per run, so cores /
+            threads_per_run runs at a time on each machine (1 was fastest on 2 cores: benchmarks/RESULTS.md).
+        runs_per_gpu: With ``--executor ray`` where the cluster has GPUs: runs sharing one GPU at a time (each
+            takes 1/runs_per_gpu of it and one CPU core); 0 runs on the CPUs only.
     """
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
@@ -194,6 +112,16 @@ def run_study(
         raise UserError(
             f"--extra_args {extra_args}: the study trains in its own process on one device (a multi-device launcher "
             "would start the whole study again in each worker); for several devices use python -m lit_transfer fit"
+        )
+    if executor == "ray":
+        from lit_transfer.study import ray_executor  # imported here: the sequential study needs no Ray
+
+        ray_executor.require_ray()
+    elif ray_address:
+        raise UserError(f"--ray_address {ray_address} is for --executor ray: add --executor ray, or drop it")
+    if threads_per_run < 1 or runs_per_gpu < 0:
+        raise UserError(
+            f"--threads_per_run is {threads_per_run}, --runs_per_gpu {runs_per_gpu}: give 1 or more and 0 or more"
         )
     if epochs < 1 or warmup_epochs < 0:
         raise UserError(f"--epochs is {epochs}, --warmup_epochs {warmup_epochs}: give at least 1 and 0")
@@ -220,36 +148,25 @@ def run_study(
     settings.update(data_dir=data_dir, download=download, keep_checkpoints=keep_checkpoints)
 
     runs = plan(preset, seed_list, label_budgets, sorted(set(depths)), source_per_class, directions)
-    rows = run_all(root, runs, settings)
+    done = {run: record for run in runs if (record := finished(root, run))}
+    print(f"transfer study in {root}: {len(runs)} runs, {len(done)} already done, {len(runs) - len(done)} to go")
+    if executor == "ray":
+        records, failed = ray_executor.run_all(root, runs, settings, done, ray_address, threads_per_run, runs_per_gpu)
+    else:
+        records, failed = sequential.run_all(root, runs, settings, done)
+    rows = [row(r, records[r], root) for r in runs if r in records]
+    write_csv(root, rows)
+    if failed:  # no report from part of the runs: its answer and tables would silently miss conditions
+        print(f"{len(failed)} of {len(runs)} runs failed:")
+        for why in failed.values():
+            print(f"  {why}")
+        raise UserError(
+            f"{len(failed)} of {len(runs)} runs failed (listed above, each with its log.txt); results.csv holds the "
+            f"{len(rows)} finished runs and no report was written: fix the cause and run the command again to continue"
+        )
     write_report(root, rows, settings, main_budget(label_budgets, preset))
     print(f"report: {root / 'report.md'}")
     return root
-
-
-def run_all(root: Path, runs: list[Run], settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run what is not finished yet, in order, with progress and time left; ``results.csv`` after every run."""
-    records = {run: record for run in runs if (record := finished(root, run))}
-    print(f"transfer study in {root}: {len(runs)} runs, {len(records)} already done, {len(runs) - len(records)} to go")
-    walls = {run: record["wall_s"] for run, record in records.items()}
-    sources = {(r.direction, r.seed): r for r in runs if r.condition == "pretrain"}
-    started = time.perf_counter()
-    for i, run in enumerate(runs, 1):
-        if run in records:
-            continue
-        todo = [r for r in runs if r not in records]
-        estimates = [estimate_s(r, walls, settings["epochs"], settings["warmup_epochs"]) for r in todo]
-        left = None if None in estimates else sum(estimates)
-        print(f"[{i}/{len(runs)}] {run.folder.as_posix()}  ({len(records)} done, {len(todo)} left, {duration(left)})")
-        source = records.get(sources[run.direction, run.seed])
-        source_ckpt = source and str(root / source["run_dir"] / "checkpoints" / "last.ckpt")
-        records[run] = execute(run, settings, root, source_ckpt)
-        walls[run] = records[run]["wall_s"]
-        write_csv(root, [row(r, records[r], root) for r in runs if r in records])  # a partial study is readable
-        print(f"    {walls[run]:.1f} s, test accuracy {100 * row(run, records[run], root)['test_acc']:.2f}%")
-    print(f"all {len(runs)} runs done ({time.perf_counter() - started:.0f} s in this session); writing the report")
-    rows = [row(r, records[r], root) for r in runs]
-    write_csv(root, rows)
-    return rows
 
 
 def build_parser() -> ArgumentParser:
