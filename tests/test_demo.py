@@ -214,7 +214,7 @@ def predict(trained: dict[str, Path], stage: str, image: Path, out: Path) -> tup
     config = REPO / "configs" / ("pretrain.yaml" if stage == "source" else "finetune.yaml")
     args = [*common_args(trained["data"], out, stage), f"--data.predict_path={image}"]
     run_cli("predict", "--config", config, "--ckpt_path", trained[stage], *args)
-    with open(only_run(out / stage) / "predictions.csv", newline="") as f:
+    with open(only_run(out / stage / "predict") / "predictions.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     return row["predicted"], float(row["probability"])
 
