@@ -69,7 +69,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def server(trained: dict[str, Path]):
     """``python -m lit_transfer demo`` on 127.0.0.1 and a free port, in a subprocess; yields its address."""
     command = [sys.executable, "-m", "lit_transfer", "demo", "--runs", str(trained["runs"]), "--port", "0"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Gradio keeps uploads and answers in GRADIO_TEMP_DIR (/tmp/gradio by default): the test's own folder instead
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(trained["root"] / "gradio")}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     log: list[str] = []
