@@ -23,8 +23,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
-def stages(checkout: Path, data_dir: str, out: Path) -> list[dict]:
-    common = [f"--data.data_dir={data_dir}", "--data.download=false", "--trainer.enable_progress_bar=false"]
+def stages(checkout: Path, data_dir: str, out: Path, extra: list[str]) -> list[dict]:
+    common = [f"--data.data_dir={data_dir}", "--data.download=false", "--trainer.enable_progress_bar=false", *extra]
     py = [sys.executable, "-m", "lit_transfer", "fit"]
     records, ckpt = [], []
     for name, config in (("pretrain", "pretrain"), ("finetune", "finetune")):
@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the commit to compare against")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument(
+        "--extra", action="append", default=[], help="a fit option for both sides, e.g. --extra=--trainer.max_epochs=1"
+    )
     args = parser.parse_args()
     data_dir = str(Path(args.data_dir).resolve())  # the base runs in another folder
     tmp = Path(tempfile.mkdtemp(prefix="lit_transfer_ab_"))
@@ -54,7 +57,7 @@ def main() -> None:
     try:
         for repeat in range(args.repeats):
             for side, checkout in sides.items():
-                for record in stages(checkout, data_dir, tmp / f"{side}-{repeat}"):
+                for record in stages(checkout, data_dir, tmp / f"{side}-{repeat}", args.extra):
                     runs.append({"side": side, "repeat": repeat, **record})
                     print(json.dumps(runs[-1]), flush=True)
     finally:
