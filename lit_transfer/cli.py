@@ -74,8 +74,10 @@ class TransferCLI(LightningCLI):
         return
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # What LightningCLI does, on the arguments with_save_dir completed (its own version would warn that both
+        # args and sys.argv were given, on every run from the command line).
         self.given = [str(a) for a in (sys.argv[1:] if args is None else args)]  # what the user typed
-        super().parse_arguments(parser, with_save_dir(self.given) if args is not None or len(sys.argv) > 1 else args)
+        self.config = parser.parse_args(with_save_dir(self.given))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]

@@ -201,7 +201,7 @@ def test_console_of_a_stage_has_no_noise_and_ends_with_its_report(mnist_root: Pa
     done = cli("fit", "--config=configs/pretrain.yaml", *args, "--trainer.max_epochs=1")
     out = done.stdout + done.stderr
     assert "💡" not in out and "Total FLOPs: 24.4 M" in out  # the summary counts the network's FLOPs
-    assert "LeafSpec" not in out and "dirpath has changed" not in out
+    assert "LeafSpec" not in out and "dirpath has changed" not in out and "args parameter" not in out
     assert "loss=" in out  # the progress bar's running training loss
     assert done.stdout.rstrip().splitlines()[-1].startswith("next: python -m lit_transfer fit")  # the report is last
 

@@ -4,7 +4,8 @@ Lightning turns Ctrl-C into a shutdown wherever the signal lands (mid-step inclu
 checkpoint of that moment. Here the signal only sets a flag; at the end of the batch in progress (a consistent
 state: the step is done and counted) the callback writes ``last.ckpt`` as every ``--last_checkpoint`` save does,
 writes out the logs and stops with ``Interrupted``, whose message is the command that resumes exactly (same final
-weights as an uninterrupted run in deterministic mode: tests/test_interrupt.py). A second Ctrl-C stops at once.
+weights as an uninterrupted run in deterministic mode: tests/test_lightning_conventions.py). A second Ctrl-C
+stops at once.
 """
 
 from __future__ import annotations
