@@ -133,6 +133,15 @@ def test_runs_are_spread_over_both_nodes(cluster, ray_study: Path) -> None:
 
 
 @needs_ray
+def test_more_threads_per_run_than_any_machine_has_is_a_one_line_error(cluster, data: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:  # each "node" has 1 CPU: such a task would wait forever
+        main([*study(data, tmp_path / "out", ONE, executor="ray"), "--threads_per_run", "2"])
+    assert exit_info.value.code == (
+        "lit_transfer.study: error: --threads_per_run 2: the Ray cluster's largest machine has 1 CPU core(s)"
+    )
+
+
+@needs_ray
 def test_killed_process_is_retried_and_the_run_continues(cluster, data: Path, reference, tmp_path: Path) -> None:
     out, marker = tmp_path / "out", tmp_path / "killed"
     kill = ["--trainer.callbacks+=crash.KillAt", "--trainer.callbacks.step=3", f"--trainer.callbacks.once={marker}"]
