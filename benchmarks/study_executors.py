@@ -2,7 +2,7 @@
 (runs at a time x threads per run; runs per GPU), interleaved, each a fresh command in a fresh folder.
 
     python benchmarks/study_executors.py --data_dir ../shared/data --repeats 3                 # --quick, 2 cores
-    python benchmarks/study_executors.py --data_dir ../shared/data --repeats 1 --study heavy    # full-data runs
+    python benchmarks/study_executors.py --data_dir ../shared/data --repeats 3 --study heavy --threads 1  # full data
     python benchmarks/study_executors.py --data_dir .data --threads --runs_per_gpu 1 4         # on a GPU machine
 
 Per configuration (medians over the repeats): the whole command's wall time (start-up, Ray's included), the sum of
@@ -42,8 +42,10 @@ STUDIES = {
 
 def configurations(threads: list[int], runs_per_gpu: list[int]) -> dict[str, list[str]]:
     cores = os.cpu_count() or 1
-    configs = {"sequential": ["--executor", "sequential"]}
-    for t in threads:  # CPU runs (on a GPU machine too: --runs_per_gpu 0)
+    configs = {"sequential": ["--executor", "sequential"]}  # torch's default threads: every core
+    for t in (t for t in threads if t < cores):  # how the runs scale with threads, one at a time
+        configs[f"sequential, {t} thread(s)"] = ["--executor", "sequential", f"--threads_per_run={t}"]
+    for t in threads:  # CPU runs side by side (on a GPU machine too: --runs_per_gpu 0)
         options = ["--executor", "ray", f"--threads_per_run={t}", "--runs_per_gpu=0"]
         configs[f"ray, {cores // t} x {t} thread(s)"] = options
     for k in runs_per_gpu:
