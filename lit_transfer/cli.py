@@ -2,56 +2,55 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer.callbacks import PredictionCSV, StageReport
+from lit_transfer import console, evaluation
+from lit_transfer.callbacks import FreezeFeatures, PredictionCSV, StageReport
+from lit_transfer.callbacks.interrupt import Interrupt, Interrupted
+from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
+from lit_transfer.callbacks.progress import ProgressBar as RunningLossBar
 from lit_transfer.checkpoint import AtomicCheckpointIO, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
-from lit_transfer.speed.cpu import flush_denormals, tune_cpu
+from lit_transfer.run_dirs import claim_run_dir, loggers_into, release_unused_run_dir
+from lit_transfer.speed.cpu import bf16_note, flush_denormals, tune_cpu
 
-RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # how DDP worker processes learn the run directory rank 0 claimed
-
-
-def claim_run_dir(root: str | os.PathLike) -> Path:
-    """Create ``<root>/version_<n>`` for the next free ``n``; ``mkdir`` is atomic, so two runs never share one.
-
-    Lightning's loggers pick the next version by listing the folder, which races when two runs start together.
-    Worker processes that Lightning's DDP launcher starts inherit the launching process's choice.
-    """
-    if "LOCAL_RANK" in os.environ and RUN_DIR_ENV in os.environ:
-        return Path(os.environ[RUN_DIR_ENV])
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
-    n = max(taken, default=-1) + 1
-    while True:
-        try:
-            (root / f"version_{n}").mkdir()
-            break
-        except FileExistsError:
-            n += 1
-    os.environ[RUN_DIR_ENV] = str(root / f"version_{n}")
-    return root / f"version_{n}"
+DESCRIPTION = (
+    "lit_transfer: pretrain a small CNN on some MNIST digits, freeze its convolutional features, retrain the head "
+    "on others (stage one: fit --config configs/pretrain.yaml; stage two: fit --config configs/finetune.yaml "
+    "--ckpt_path <stage one's checkpoint>)."
+)
+FREEZE_OPTIONS = ("depth", "unfreeze_at_epoch", "backbone_lr_factor")
 
 
 class TransferCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # State the classes once: the head's width follows the digits.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        # FreezeFeatures' options whatever else is in --trainer.callbacks (--trainer.callbacks.<option> applies
+        # to the last callback in the list only): set on the FreezeFeatures there, or one is added.
+        docs = {
+            "depth": "FreezeFeatures: weight layers to freeze, from the input (1-3; 2 is the backbone).",
+            "unfreeze_at_epoch": "FreezeFeatures: epoch at which the frozen layers join training (gradual unfreezing).",
+            "backbone_lr_factor": "FreezeFeatures: learning rate of the unfrozen layers relative to the head's.",
+        }
+        types = {"depth": int | None, "unfreeze_at_epoch": int | None, "backbone_lr_factor": float | None}
+        for name in FREEZE_OPTIONS:
+            note = " Works whatever else is in --trainer.callbacks; on its own, turns freezing on."
+            parser.add_argument(f"--freeze.{name}", type=types[name], default=None, help=docs[name] + note)
         # Two checkpoint callbacks, each configurable (--last_checkpoint.every_n_train_steps 50, ...):
         # last.ckpt, rewritten often so that a crash costs little, and the best model by validation accuracy.
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "last_checkpoint.save_last": True,
@@ -73,13 +72,48 @@ class TransferCLI(LightningCLI):
         # ``--ckpt_path`` checkpoint. Stage two's checkpoint comes from stage one, whose settings must not win.
         return
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self.given = [str(a) for a in (sys.argv[1:] if args is None else args)]  # what the user typed
+        super().parse_arguments(parser, with_save_dir(self.given) if args is not None or len(sys.argv) > 1 else args)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        for key, option in (("optimizer", "--model.optimizer"), ("lr_scheduler", "--model.lr_scheduler")):
+            if config.get(key) is not None:
+                raise UserError(
+                    f"--{key} would replace the module's configure_optimizers (which gives the optimizer only the "
+                    f"trainable parameters, so a frozen backbone stays frozen): use {option} instead"
+                )
+        self._merge_freeze_options(config)
+        # The run folder: <default_root_dir>/version_<n> for training, <default_root_dir>/<subcommand>/version_<n>
+        # for an evaluation, so that evaluations never mix with training versions.
+        root = Path(config.trainer.get("default_root_dir") or "runs")
+        self.run_dir = claim_run_dir(root if self.subcommand == "fit" else root / self.subcommand)
+        config.trainer.logger = loggers_into(config.trainer.get("logger"), self.run_dir)
+
+    def _merge_freeze_options(self, config: Namespace) -> None:
+        values = {name: config.freeze[name] for name in FREEZE_OPTIONS if config.freeze[name] is not None}
+        if not values:
+            return
+        callbacks = config.trainer.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        ours = [c for c in callbacks if c.class_path.rpartition(".")[2] == FreezeFeatures.__name__]
+        if not ours:  # --freeze.* on its own turns freezing on
+            ours = [Namespace(class_path="lit_transfer.FreezeFeatures", init_args=Namespace())]
+            callbacks.append(ours[0])
+        for name, value in values.items():
+            ours[0].init_args[name] = value
+        config.trainer.callbacks = callbacks
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self._get(self.config_init, "trainer", default={})
-        run_dir = claim_run_dir(config.get("default_root_dir") or "runs")
+        run_dir = self.run_dir
         kwargs.setdefault("default_root_dir", str(run_dir))
         if config.get("logger") in (None, True):
-            # Logs, config.yaml, checkpoints/ and results.json all in one run directory.
-            kwargs.setdefault("logger", CSVLogger(save_dir=run_dir, name="", version=""))
+            # Logs, config.yaml, checkpoints/ and results.json all in one run directory: the CSV log, and the same
+            # scalars for TensorBoard (tensorboard --logdir runs).
+            csv, tensorboard = CSVLogger(run_dir, name="", version=""), TensorBoardLogger(run_dir, name="", version="")
+            kwargs.setdefault("logger", [csv, tensorboard])
         if not config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         if config.get("max_time") is not None:
@@ -98,13 +132,17 @@ class TransferCLI(LightningCLI):
             # The two checkpoint callbacks are always built from their own options; Lightning refuses a
             # ModelCheckpoint with checkpointing off, where the flag should simply turn them off.
             callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
+        user = [cb for cb in (config.get("callbacks") or []) if isinstance(cb, ProgressBar)]
+        if user or config.get("enable_progress_bar") is False:  # the user's bar (e.g. RichProgressBar), or none
+            defaults = self.trainer_defaults
+            defaults["callbacks"] = [cb for cb in defaults["callbacks"] if not isinstance(cb, RunningLossBar)]
         return super()._instantiate_trainer(config, callbacks)
 
     # --- fit: resume the same stage, or transfer from another -------------------------------------------
     def before_fit(self) -> None:
         self.datamodule.prepare_data()  # missing data fails here, before worker processes start
         ckpt_path = self.config_init["fit"].get("ckpt_path")
-        _refuse_shorthand(ckpt_path)
+        evaluation.refuse_shorthand(ckpt_path)
         if ckpt_path:
             if self._same_stage(ckpt_path):
                 rank_zero_info(f"lit_transfer: resuming this stage from {ckpt_path}")
@@ -122,6 +160,8 @@ class TransferCLI(LightningCLI):
                 "--model.init_from): they keep their random initialisation and the head trains on random features"
             )
         self._refuse_overwrite(ckpt_path)
+        if note := bf16_note(self.trainer):
+            rank_zero_info(f"lit_transfer: note: {note}")
 
     def _same_stage(self, ckpt_path: str) -> bool:
         meta = require_ours(load_checkpoint(ckpt_path), ckpt_path)
@@ -147,60 +187,61 @@ class TransferCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule)
 
     def before_test(self) -> None:
-        self._check_eval_checkpoint("test")
+        self._prepare_evaluation("test")
 
     def before_validate(self) -> None:
-        self._check_eval_checkpoint("validate")
+        self._prepare_evaluation("validate")
 
     def before_predict(self) -> None:
-        self._check_eval_checkpoint("predict")
+        self._prepare_evaluation("predict")
 
-    def _check_eval_checkpoint(self, subcommand: str) -> None:
+    def _prepare_evaluation(self, subcommand: str) -> None:
+        given = {a.split("=")[0].removeprefix("--data.") for a in self.given if a.startswith("--data.")}
         ckpt_path = self.config_init[subcommand].get("ckpt_path")
-        _refuse_shorthand(ckpt_path)
-        if ckpt_path is None:
-            rank_zero_info(f"lit_transfer: warning: no --ckpt_path: {subcommand} uses randomly initialised weights")
-        if ckpt_path in (None, "hpc", "registry"):
-            return
-        state = load_checkpoint(ckpt_path)
-        require_ours(state, ckpt_path)
-        expected = {k: v.shape for k, v in self.model.state_dict().items()}
-        found = {k: v.shape for k, v in state["state_dict"].items()}
-        if found != expected:
-            raise UserError(
-                f"{ckpt_path} does not fit the configured model (e.g. a head for another number of digits): "
-                "pass the --config of the stage that wrote it"
-            )
+        self.model = evaluation.prepare(subcommand, ckpt_path, self.model, self.datamodule, given)
 
 
-def _refuse_shorthand(ckpt_path: str | None) -> None:
-    # Lightning's "last" and "best" look in this process's run folder, which is new for every command here.
-    if ckpt_path in ("last", "best"):
-        raise UserError(
-            f"--ckpt_path {ckpt_path} would look in this command's own new run folder: pass the checkpoint's path, "
-            "e.g. runs/pretrain/version_0/checkpoints/last.ckpt (each stage prints it)"
-        )
+def with_save_dir(args: list[str]) -> list[str]:
+    """``--trainer.logger TensorBoardLogger`` (or CSVLogger) with a ``save_dir`` added where none is given: the two
+    require one to parse, and every logger's folder becomes the run folder anyway (run_dirs.loggers_into)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        key, _, value = arg.partition("=")
+        if key in ("--trainer.logger", "--trainer.logger+") and not value and i + 1 < len(args):
+            continue  # the value is the next argument: handled there
+        if key not in ("--trainer.logger", "--trainer.logger+"):
+            if i == 0 or args[i - 1] not in ("--trainer.logger", "--trainer.logger+"):
+                continue
+            value = arg
+        named = any(a.startswith("--trainer.logger.save_dir") for a in args[i + 1 : i + 3])
+        if value.rpartition(".")[2] in ("TensorBoardLogger", "CSVLogger") and not named:
+            out.append("--trainer.logger.save_dir=runs")
+    return out
 
 
-def trainer_defaults() -> dict[str, Any]:
+def trainer_defaults(args: list[str] | None) -> dict[str, Any]:
     return {
         "max_epochs": 5,  # per stage, as in the notebook
-        "callbacks": [Timer(), StageReport(), PredictionCSV()],
+        "callbacks": [Timer(), StageReport(), PredictionCSV(), RunningLossBar(), Interrupt(args)],
     }
 
 
 def main(args: list[str] | None = None) -> None:
     flush_denormals()  # before any parallel torch work starts the threads that would not inherit it
+    console.quiet()
     try:
         TransferCLI(
             TransferModule,
             DigitsDataModule,
-            trainer_defaults=trainer_defaults(),
+            trainer_defaults=trainer_defaults(args),
             seed_everything_default=0,
+            parser_kwargs={"prog": "python -m lit_transfer", "description": DESCRIPTION},
             args=args,
         )
+    except Interrupted as err:
+        sys.stderr.write(f"lit_transfer: {err}\n")
+        sys.exit(err.exit_code)
     except UserError as err:
-        run_dir = os.environ.pop(RUN_DIR_ENV, None)
-        if run_dir and Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
-            Path(run_dir).rmdir()  # claimed, but the run stopped before writing anything
+        release_unused_run_dir()  # claimed, but the run stopped before writing anything
         sys.exit(f"lit_transfer: error: {err}")

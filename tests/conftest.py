@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,13 @@ def mnist_root(tmp_path: Path) -> Path:
 
 
 def run_cli(*args: str) -> None:
-    """The real command line, in-process (the run directory environment variable is per invocation)."""
-    main([str(a) for a in args])
+    """The real command line, in-process (the run directory environment variable is per invocation), with
+    pytest's own arguments out of sys.argv as a user's process would have them."""
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        main([str(a) for a in args])
+    finally:
+        sys.argv = argv
 
 
 def common_args(data_dir: Path, runs: Path, name: str) -> list[str]:

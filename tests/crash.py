@@ -83,3 +83,16 @@ class KillDuringSave(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)  # ... and the process gone
 
         torch.save = half_then_die
+
+
+class SignalAt(L.Callback):
+    """Send this process a real signal (SIGINT as Ctrl-C does, SIGTERM as a scheduler does) right after optimizer
+    step ``step``, once."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT) -> None:
+        self.step, self.signum, self.sent = step, signum, False
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

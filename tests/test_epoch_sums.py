@@ -14,8 +14,10 @@ def test_epoch_means_weight_each_batch_by_its_images_and_reset_in_place() -> Non
     loss, acc = sums.compute(lambda t: t)
     assert torch.isclose(loss, torch.tensor((0.5 * 4 + 2.0 * 2) / 6))
     assert torch.isclose(acc, torch.tensor(4 / 6))
-    # two processes with the same sums (the reduction adds them): the means do not change
-    both = sums.compute(lambda t: t * 2)
-    assert torch.isclose(both[0], loss) and torch.isclose(both[1], acc)
+    # another process's sums ([2 correct, loss 1.0 x 4 images, 4 images]) added by the reduction
+    other = torch.tensor([2.0, 4.0, 4.0])
+    both = sums.compute(lambda t: t + other)
+    assert torch.isclose(both[0], torch.tensor((0.5 * 4 + 2.0 * 2 + 4.0) / 10))
+    assert torch.isclose(both[1], torch.tensor(6 / 10))
     sums.reset()
     assert sums.sums is storage and not storage.any()  # the same tensor, zeroed: a graph still writes to it

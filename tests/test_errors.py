@@ -9,6 +9,7 @@ import torch
 from conftest import common_args, run_cli, write_idx
 
 from lit_transfer.checkpoint import MARKER
+from lit_transfer.module import TransferModule
 
 
 def fails(capsys, *args: str) -> str:
@@ -94,23 +95,39 @@ def test_foreign_checkpoint_is_refused(mnist_root: Path, tmp_path: Path, capsys)
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
-def test_checkpoint_whose_backbone_does_not_fit(mnist_root: Path, tmp_path: Path, capsys) -> None:
-    bad = tmp_path / "wide.ckpt"
-    state = {"backbone.0.weight": torch.zeros(64, 1, 3, 3), "backbone.0.bias": torch.zeros(64)}
-    torch.save({"state_dict": state, MARKER: {"format": 1, "digits": [5], "num_classes": 5}}, bad)
+@pytest.mark.parametrize("change", ["one-layer-of-another-shape", "layers-missing"])
+def test_checkpoint_whose_backbone_does_not_fit(change: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
+    # Every key of the model with the right shapes but conv2's (5x5 kernels), or a backbone without conv2: each
+    # on its own must stop the transfer with the one-line error, before anything trains.
+    state = TransferModule().state_dict()
+    if change == "layers-missing":
+        del state["backbone.conv2.weight"], state["backbone.conv2.bias"]
+    else:
+        state["backbone.conv2.weight"] = torch.zeros(32, 32, 5, 5)
+    bad = tmp_path / "other.ckpt"
+    torch.save({"state_dict": state, MARKER: {"format": 1, "digits": [5, 6, 7, 8, 9], "num_classes": 5}}, bad)
     message = fails(capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--ckpt_path={bad}")
     assert "do not fit this model" in message
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize("subcommand", ["test", "validate", "predict"])
-def test_evaluating_a_checkpoint_of_other_head_width(subcommand: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
+def test_evaluating_a_checkpoint_with_digits_its_head_cannot_have(
+    subcommand: str, mnist_root: Path, tmp_path: Path, capsys
+) -> None:
     run_cli(*fit_args(mnist_root, tmp_path), "--trainer.max_epochs=1", "--trainer.limit_train_batches=1")
     (ckpt,) = (tmp_path / "runs" / "pretrain").rglob("last.ckpt")
     args = [f"--data.data_dir={mnist_root}", "--data.download=false", f"--trainer.default_root_dir={tmp_path / 'e'}"]
     message = fails(
         capsys, subcommand, "--config=configs/pretrain.yaml", "--data.digits=[1,2]", *args, f"--ckpt_path={ckpt}"
     )
-    assert "does not fit the configured model" in message
+    assert "has a head for 5 digits [5, 6, 7, 8, 9], and --data.digits gives 2" in message
+    assert not list((tmp_path / "e").rglob("*.json")) and not list((tmp_path / "e").rglob("*.csv"))
+    # another dataset, named explicitly, is a contradiction too
+    message = fails(
+        capsys, subcommand, "--config=configs/pretrain.yaml", "--data.dataset=kmnist", *args, f"--ckpt_path={ckpt}"
+    )
+    assert "was trained on mnist, not kmnist: leave out --data.dataset" in message
 
 
 @pytest.mark.parametrize(("subcommand", "shorthand"), [("fit", "last"), ("test", "best"), ("predict", "last")])

@@ -26,12 +26,13 @@ def train(
     device="cpu",
     whole_step: bool = False,
     epochs: int = 2,
+    cache_features: bool = True,
     **trainer_args,
 ):
     """Two epochs on the synthetic digits; the graphed path forced on (and, on the CPU, its capture stood in)."""
     L.seed_everything(0)
     data = DigitsDataModule(str(mnist_root), download=False, batch_size=16, val_size=0.2)
-    model = TransferModule(graph_whole_step=whole_step)
+    model = TransferModule(graph_whole_step=whole_step, cache_features=cache_features)
     if graphed and device == "cpu":
         use_stand_ins(model)
     elif graphed:
@@ -72,6 +73,18 @@ def test_graphed_path_logic_gives_identical_updates_on_cpu(frozen: bool, mnist_r
         assert torch.equal(a, b), name
     assert graphed.trainer.global_step == eager.trainer.global_step == 6
     assert graphed._graphed is None  # freed when training ends
+
+
+def test_graphed_forward_is_captured_again_when_the_backbone_unfreezes(mnist_root: Path) -> None:
+    # Images in every epoch (no feature cache), so only the trainable parameters tell the graphs apart: a graph
+    # captured while the backbone was frozen computes no gradient for it (as a real CUDA graph would not).
+    runs = [
+        train(mnist_root, g, freeze=FreezeFeatures(unfreeze_at_epoch=1), epochs=3, cache_features=False)
+        for g in (False, True)
+    ]
+    assert runs[1].graph_replays == 9
+    assert_same_training(*runs)
+    assert not torch.equal(runs[1].backbone.conv1.weight, train(mnist_root, False, epochs=0).backbone.conv1.weight)
 
 
 def test_short_batches_run_eagerly_and_each_kind_is_graphed_once() -> None:

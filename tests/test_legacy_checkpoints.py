@@ -59,4 +59,5 @@ def test_positional_checkpoints_transfer_resume_and_test(mnist_root: Path, tmp_p
     # test: the old file evaluates as the new one does
     run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "test-old"), f"--ckpt_path={old}")
     run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "test-new"), f"--ckpt_path={new}")
-    assert results(only_run(runs / "test-old"))["test_loss"] == results(only_run(runs / "test-new"))["test_loss"]
+    old_test, new_test = (results(only_run(runs / name / "test")) for name in ("test-old", "test-new"))
+    assert old_test["test_loss"] == new_test["test_loss"]

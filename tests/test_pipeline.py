@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,11 @@ from lit_transfer.checkpoint import MARKER
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.module import TransferModule
 
+FIT_CONFIGS = [c for c in CONFIGS if c.stem != "study"]  # study.yaml is python -m lit_transfer.study's (test_study.py)
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+
+@pytest.mark.parametrize("config", FIT_CONFIGS, ids=[c.stem for c in FIT_CONFIGS])
 def test_every_config_runs(config: Path, mnist_root: Path, tmp_path: Path) -> None:
-    if config.stem == "study":
-        pytest.skip("the study config is for python -m lit_transfer.study (tests/test_study.py)")
     run_cli("fit", "--config", config, *common_args(mnist_root, tmp_path / "runs", "x"), "--trainer.fast_dev_run=true")
     report = results(only_run(tmp_path / "runs" / "x"))
     assert report["test_images"] > 0
@@ -167,7 +168,7 @@ def test_test_subcommand_reports_real_digits(mnist_root: Path, tmp_path: Path) -
     source = pretrain(mnist_root, runs)
     fit_report = results(only_run(runs / "pretrain"))
     run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "eval"), f"--ckpt_path={source}")
-    report = results(only_run(runs / "eval"))
+    report = results(only_run(runs / "eval" / "test"))  # an evaluation gets a folder of its own
     assert list(report["per_digit_acc"]) == ["5", "6", "7", "8", "9"]
     assert report["test_images"] == 20  # 4 test images of each of the 5 digits
     assert report["test_acc"] == pytest.approx(fit_report["test_acc"])  # the fit's final weights = last.ckpt
@@ -194,10 +195,15 @@ def test_bf16_mixed_precision_through_trainer_flags(mnist_root: Path, tmp_path: 
         "--trainer.precision=bf16-mixed",
         "--trainer.max_epochs=1",
         f"--ckpt_path={source}",
+        "--trainer.callbacks+=probes.RecordDtypes",
+        f"--trainer.callbacks.folder={tmp_path / 'probe'}",
     )
     report = results(only_run(runs / "finetune"))
-    assert report["precision"] == "bf16-mixed" and 0 <= report["test_acc"] <= 1
+    assert report["precision"] == "bf16-mixed"
+    dtypes = json.loads((tmp_path / "probe" / "dtypes.json").read_text())
+    assert dtypes and set(dtypes) == {"torch.bfloat16"}  # every training step's dense layer ran under autocast
     assert state(report["checkpoint"])["state_dict"]["head.fc1.weight"].dtype == torch.float32  # master weights
+    assert report["test_images"] == 20 and 0.2 < report["test_acc"] <= 1  # better than chance (0.2), on all test images
 
 
 def test_unfreezing_shows_in_the_parameter_counts(mnist_root: Path, tmp_path: Path) -> None:
@@ -223,7 +229,7 @@ def test_predict_writes_each_test_image_with_its_real_and_predicted_digit(mnist_
     fit_report = results(only_run(runs / "pretrain"))
     args = common_args(mnist_root, runs, "pred")
     run_cli("predict", "--config=configs/pretrain.yaml", *args, f"--ckpt_path={source}")
-    with open(only_run(runs / "pred") / "predictions.csv") as f:
+    with open(only_run(runs / "pred" / "predict") / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 20  # 4 test images of each of the 5 digits
     index = torch.tensor([int(r["test_index"]) for r in rows])

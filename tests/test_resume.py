@@ -44,8 +44,11 @@ def stage(data: Path, runs: Path, name: str, config: str = "pretrain") -> list[s
     ]
 
 
-def final(run: Path) -> tuple[dict, dict]:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"], results(run)
+def final(run: Path, steps: int = 18) -> tuple[dict, dict]:
+    """The run's last.ckpt weights (its final weights after ``steps`` steps: asserted) and results.json."""
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == steps, "last.ckpt must hold the run's final weights"
+    return last["state_dict"], results(run)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,10 @@ def reference(data: Path, tmp_path_factory) -> tuple[dict, dict]:
     return final(only_run(runs / "ref"))
 
 
-@pytest.mark.parametrize("kill_step", [5, 6, 14], ids=["mid-epoch-0", "end-of-epoch-0", "mid-epoch-2"])
+# 18 steps: last.ckpt at 4, 8, 12, 16 and, at the end, 18 (the final weights, which the reference must be too)
+@pytest.mark.parametrize(
+    "kill_step", [5, 6, 14, 17], ids=["mid-epoch-0", "end-of-epoch-0", "end-of-epoch-1", "mid-epoch-2"]
+)
 def test_sigkill_then_resume_gives_identical_weights(kill_step: int, data: Path, tmp_path: Path, reference) -> None:
     runs = tmp_path / "runs"
     cli(
@@ -101,7 +107,7 @@ def test_ddp_resumes_after_one_process_is_killed(data: Path, tmp_path: Path, ref
     runs = tmp_path / "runs"
     ddp = ["--trainer.devices=2", "--trainer.strategy=ddp"]
     cli(*stage(data, runs, "whole"), *ddp)
-    whole_weights, whole = final(only_run(runs / "whole"))
+    whole_weights, whole = final(only_run(runs / "whole"), steps=9)
     # Rank 1 dies mid-epoch 1 (each rank takes 3 steps per epoch: 9 in all, last.ckpt every 4).
     kill_rank_1 = ["--trainer.callbacks+=crash.KillAt", "--trainer.callbacks.step=5", "--trainer.callbacks.rank=1"]
     killed = subprocess.run(
@@ -115,7 +121,7 @@ def test_ddp_resumes_after_one_process_is_killed(data: Path, tmp_path: Path, ref
     last = only_run(runs / "a") / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 4
     cli(*stage(data, runs, "b"), *ddp, f"--ckpt_path={last}")
-    weights, resumed = final(only_run(runs / "b"))
+    weights, resumed = final(only_run(runs / "b"), steps=9)
     # Every rank starts from the same seed and draws the same random numbers, so rank 0's saved state serves both.
     assert all(torch.equal(v, weights[k]) for k, v in whole_weights.items())
     assert (resumed["test_acc"], resumed["test_images"]) == (whole["test_acc"], whole["test_images"])
@@ -148,3 +154,41 @@ def test_frozen_stage_resumes_exactly(kill_step: int, data: Path, tmp_path: Path
     assert all(torch.equal(value, weights[key]) for key, value in ref_weights.items())
     assert report["stage"] == "finetune" and report["train_images"] == ref_report["train_images"]
     assert report["frozen_params"] == ref_report["frozen_params"] > 0
+
+
+@pytest.fixture(scope="module")
+def unfreezing_reference(data: Path, tmp_path_factory) -> tuple[Path, tuple[dict, dict]]:
+    """Stage two with gradual unfreezing at epoch 1 (frozen epoch 0, whole network epochs 1-2), uninterrupted."""
+    runs = tmp_path_factory.mktemp("unfreezing")
+    cli(*stage(data, runs, "source"))
+    source = only_run(runs / "source") / "checkpoints" / "last.ckpt"
+    cli(*stage(data, runs, "ref", "finetune"), UNFREEZE, f"--ckpt_path={source}")
+    return source, final(only_run(runs / "ref"))
+
+
+UNFREEZE = "--trainer.callbacks.unfreeze_at_epoch=1"  # 6 steps per epoch: epoch 1 is steps 7-12
+
+
+@pytest.mark.parametrize(
+    "kill_step",
+    [5, 9, 14, 17],
+    ids=["before-unfreezing", "mid-unfreeze-epoch", "after-unfreeze-epoch", "mid-epoch-after-unfreezing"],
+)
+def test_gradually_unfrozen_stage_resumes_exactly(kill_step: int, data: Path, tmp_path: Path, unfreezing_reference):
+    # Checkpoints every 4 steps: resumed at step 4 (epoch 0, frozen), 8 (epoch 1, just unfrozen), 12 (end of
+    # epoch 1) and 16 (mid-epoch 2). Lightning issue #21901: without FreezeFeatures.on_fit_start the last two
+    # resume with the backbone frozen and never train it again.
+    source, (ref_weights, ref_report) = unfreezing_reference
+    runs = tmp_path / "runs"
+    kill = ["--trainer.callbacks+=crash.KillAt", f"--trainer.callbacks.step={kill_step}"]
+    cli(*stage(data, runs, "a", "finetune"), UNFREEZE, f"--ckpt_path={source}", *kill, expect_kill=True)
+    last = only_run(runs / "a") / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 4 * (kill_step // 4)
+    cli(*stage(data, runs, "b", "finetune"), UNFREEZE, f"--ckpt_path={last}")
+    weights, report = final(only_run(runs / "b"))
+    for key, value in ref_weights.items():
+        assert torch.equal(value, weights[key]), key
+    assert report["test_acc"] == ref_report["test_acc"] and report["test_loss"] == ref_report["test_loss"]
+    assert report["frozen_params"] == ref_report["frozen_params"] == 0  # the whole network trained at the end
+    moved = torch.load(source, weights_only=True)["state_dict"]["backbone.conv1.weight"]
+    assert not torch.equal(weights["backbone.conv1.weight"], moved)  # the backbone did train

@@ -11,7 +11,7 @@ import torch
 from conftest import common_args, run_cli
 
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, load_checkpoint
-from lit_transfer.cli import claim_run_dir
+from lit_transfer.run_dirs import claim_run_dir
 
 
 class Payload:
@@ -79,21 +79,27 @@ def test_atomic_save_replaces_whole_files_only(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def _claim(root: str, queue) -> None:
+def _claim(root: str, barrier, queue) -> None:
     import os
 
     os.environ.pop("LIT_TRANSFER_RUN_DIR", None)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    barrier.wait()  # all processes list the folder and claim at the same moment
     queue.put(str(claim_run_dir(root)))
 
 
 def test_runs_started_together_never_share_a_folder(tmp_path: Path) -> None:
+    # 8 processes released together by a barrier, 10 rounds: they all see the same free version_<n> and race for
+    # it; a claim that is not atomic (mkdir with exist_ok) hands the same folder to several of them.
     ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_claim, args=(str(tmp_path / "runs"), queue)) for _ in range(8)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(30)
-    claimed = [queue.get(timeout=5) for _ in procs]
-    assert len(set(claimed)) == 8
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(f"version_{i}" for i in range(8))
+    for round_ in range(10):
+        root = tmp_path / f"runs{round_}"
+        queue, barrier = ctx.Queue(), ctx.Barrier(8)
+        procs = [ctx.Process(target=_claim, args=(str(root), barrier, queue)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        claimed = [queue.get(timeout=30) for _ in procs]
+        for p in procs:
+            p.join(30)
+        assert len(set(claimed)) == 8, sorted(claimed)
+        assert sorted(p.name for p in root.iterdir()) == sorted(f"version_{i}" for i in range(8))

@@ -46,7 +46,30 @@ class FreezeFeatures(BaseFinetuning):
         self.freeze(self.frozen_layers(pl_module), train_bn=False)
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        if epoch == self.unfreeze_at_epoch:
+        # ">=" and "still frozen" rather than "==": a run resumed in or after the unfreeze epoch has its layers
+        # unfrozen already (on_fit_start below) and must not add them to the optimizer a second time.
+        layers = self.frozen_layers(pl_module)
+        still_frozen = any(not p.requires_grad for layer in layers for p in layer.parameters())
+        if self.unfreeze_at_epoch is not None and epoch >= self.unfreeze_at_epoch and still_frozen:
             self.unfreeze_and_add_param_group(
-                self.frozen_layers(pl_module), optimizer, initial_denom_lr=1 / self.backbone_lr_factor, train_bn=True
+                layers, optimizer, initial_denom_lr=1 / self.backbone_lr_factor, train_bn=True
             )
+            # A scheduler keeps per-group values (OneCycleLR's initial_lr, max_lr, min_lr) that a group added now
+            # lacks: the first group's, learning rates scaled like the group's own.
+            first, added = optimizer.param_groups[0], optimizer.param_groups[-1]
+            for key, value in first.items():
+                if key not in added:
+                    lr_like = key.endswith("lr") and isinstance(value, float)
+                    added[key] = value * self.backbone_lr_factor if lr_like else value
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """On resume, BaseFinetuning puts back the parameter groups that unfreezing added, but not their parameters'
+        ``requires_grad``: setup() froze them again, and they would get no gradient for the rest of the run,
+        silently. Works around Lightning issue #21901 (fix proposed in PR #21902); remove this method once the
+        Lightning release that pyproject.toml requires includes that fix (tests/test_resume.py checks it)."""
+        created = [len(optimizer.param_groups) for optimizer in trainer.optimizers]  # by configure_optimizers
+        super().on_fit_start(trainer, pl_module)  # restores the groups saved in the checkpoint
+        for optimizer, n in zip(trainer.optimizers, created, strict=True):
+            for group in optimizer.param_groups[n:]:  # exactly the groups unfreeze_and_add_param_group added
+                for param in group["params"]:
+                    param.requires_grad_(True)

@@ -17,6 +17,15 @@ from lit_transfer.checkpoint import frozen_stage
 from lit_transfer.files import atomic_write, unused_path
 
 
+def params_as_trained(module: L.LightningModule) -> dict[str, int]:
+    """The parameter counts, trainable and frozen as the checkpoint's stage had them when one was loaded (a
+    test-only run of a stage-two checkpoint freezes nothing, but its backbone was frozen when it trained)."""
+    counts, loaded = count_params(module), getattr(module, "loaded_meta", None) or {}
+    if "frozen_params" in loaded and loaded["trainable_params"] + loaded["frozen_params"] == counts["total_params"]:
+        counts.update(trainable_params=loaded["trainable_params"], frozen_params=loaded["frozen_params"])
+    return counts
+
+
 def count_params(module: L.LightningModule) -> dict[str, int]:
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
@@ -35,6 +44,7 @@ class StageReport(L.Callback):
         self.train_images = 0
         self.val_acc: dict[int, float] = {}
         self.fit: dict[str, Any] | None = None
+        self.report: str | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"train_images": self.train_images, "val_acc": self.val_acc}
@@ -70,10 +80,18 @@ class StageReport(L.Callback):
         if summary is None or trainer.sanity_checking:
             return
         # ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank must ask for it.
-        self.write(trainer, pl_module, summary, Path(trainer.log_dir or trainer.default_root_dir))
+        self.report = self.write(trainer, pl_module, summary, Path(trainer.log_dir or trainer.default_root_dir))
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Printed here rather than in on_test_end, where the progress bar is still open and would be drawn again
+        # below the report.
+        if stage == "test" and self.report:
+            print(self.report)
+            self.report = None
 
     @rank_zero_only
-    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], run_dir: Path) -> None:
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, summary: dict[str, Any], run_dir: Path) -> str:
+        """Write results.json into ``run_dir``; returns the report to print."""
         datamodule = trainer.datamodule
         digits = list(getattr(datamodule, "digits", range(len(summary["per_class_acc"]))))
         checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint)]
@@ -98,7 +116,7 @@ class StageReport(L.Callback):
             "per_digit_acc": {str(d): a for d, a in zip(digits, summary["per_class_acc"], strict=True)},
             "confusion": summary["confusion"],
             # the counts during training; a test-only run counts what it loaded
-            **{k: fit.get(k, v) for k, v in count_params(pl_module).items()},
+            **{k: fit.get(k, v) for k, v in params_as_trained(pl_module).items()},
             "checkpoint": last,
             "best_checkpoint": best,
             "device": str(trainer.strategy.root_device),
@@ -108,7 +126,7 @@ class StageReport(L.Callback):
         run_dir.mkdir(parents=True, exist_ok=True)
         path = unused_path(run_dir / "results.json")  # a second test in the same run: keep both
         atomic_write(path, json.dumps(results, indent=2) + "\n")
-        print(format_report(results, path))
+        return format_report(results, path)
 
 
 def format_report(r: dict[str, Any], path: Path) -> str:

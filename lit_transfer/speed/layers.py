@@ -90,41 +90,28 @@ def _channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
+FAST_ORDER = ("conv1", "relu1", "conv2", "pool", "relu2", "flatten", "dropout")
+NOTEBOOK_ORDER = ("conv1", "relu1", "conv2", "relu2", "pool", "dropout", "flatten")  # model.Backbone's
+
+
 def to_fast_cpu_layers(module: nn.Module) -> None:
     """Swap the fast CPU layers into ``module.backbone`` and ``module.head`` (in place; same parameters)."""
-    backbone, head = module.backbone, module.head
-    if isinstance(backbone.flatten, GradLayoutFlatten):
+    if isinstance(module.backbone.flatten, GradLayoutFlatten):
         return  # already swapped (setup runs once per fit, test, ...)
-    layers = backbone._modules  # nn.Sequential runs its children in this (ordered) dict's order
-    backbone._modules = OrderedDict(
-        conv1=layers["conv1"],
-        relu1=layers["relu1"],
-        conv2=layers["conv2"],
-        pool=layers["pool"],
-        relu2=layers["relu2"],
-        flatten=GradLayoutFlatten(),
-        dropout=ByteDropout(layers["dropout"].p),
-    )
-    head.dropout = ByteDropout(head.dropout.p)
-    backbone.train(backbone.training)  # the new layers in the mode of the old ones
-    head.train(head.training)
-    backbone.to(memory_format=torch.channels_last)
+    _rebuild(module, FAST_ORDER, GradLayoutFlatten, ByteDropout)
+    module.backbone.to(memory_format=torch.channels_last)
 
 
 def to_notebook_layers(module: nn.Module) -> None:
     """Undo :func:`to_fast_cpu_layers`: the Keras order with torch's own dropout and flatten, contiguous weights."""
+    _rebuild(module, NOTEBOOK_ORDER, nn.Flatten, nn.Dropout)
+    module.backbone.to(memory_format=torch.contiguous_format)
+
+
+def _rebuild(module: nn.Module, order: tuple[str, ...], flatten: type, dropout: type) -> None:
     backbone, head = module.backbone, module.head
-    layers = backbone._modules
-    backbone._modules = OrderedDict(
-        conv1=layers["conv1"],
-        relu1=layers["relu1"],
-        conv2=layers["conv2"],
-        relu2=layers["relu2"],
-        pool=layers["pool"],
-        dropout=nn.Dropout(layers["dropout"].p),
-        flatten=nn.Flatten(),
-    )
-    head.dropout = nn.Dropout(head.dropout.p)
-    backbone.train(backbone.training)
+    layers = {**backbone._modules, "flatten": flatten(), "dropout": dropout(backbone.dropout.p)}
+    backbone._modules = OrderedDict((name, layers[name]) for name in order)  # nn.Sequential runs them in order
+    head.dropout = dropout(head.dropout.p)
+    backbone.train(backbone.training)  # the new layers in the mode of the old ones
     head.train(head.training)
-    backbone.to(memory_format=torch.contiguous_format)

@@ -1,0 +1,76 @@
+"""Each command's own run folder, and every logger writing into it.
+
+Lightning's loggers pick the next ``version_<n>`` by listing the folder, which races when two runs start
+together, and each explicit logger would write under its own ``save_dir`` (``lightning_logs/version_0``). Here
+the folder is claimed once with an atomic ``mkdir``, and checkpoints, ``config.yaml``, the CSV and TensorBoard
+logs (and any logger a user names) and ``results.json`` all go into it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+
+RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # how DDP worker processes learn the run directory rank 0 claimed
+
+
+def claim_run_dir(root: str | os.PathLike) -> Path:
+    """Create ``<root>/version_<n>`` for the next free ``n``; ``mkdir`` is atomic, so two runs never share one.
+
+    Worker processes that Lightning's DDP launcher starts inherit the launching process's choice.
+    """
+    if "LOCAL_RANK" in os.environ and RUN_DIR_ENV in os.environ:
+        return Path(os.environ[RUN_DIR_ENV])
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in root.glob("version_*") if p.name[8:].isdigit()]
+    n = max(taken, default=-1) + 1
+    while True:
+        try:
+            (root / f"version_{n}").mkdir()
+            break
+        except FileExistsError:
+            n += 1
+    os.environ[RUN_DIR_ENV] = str(root / f"version_{n}")
+    return root / f"version_{n}"
+
+
+def release_unused_run_dir() -> None:
+    """Remove the claimed folder if the command stopped before writing anything into it."""
+    run_dir = os.environ.pop(RUN_DIR_ENV, None)
+    if run_dir and Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
+        Path(run_dir).rmdir()
+
+
+def loggers_into(logger: Any, run_dir: Path) -> Any:
+    """The ``--trainer.logger`` configuration (one class_path/init_args namespace, a list of them, or a bool) with
+    every logger's folder set to ``run_dir``: ``save_dir`` (or ``root_dir``), and for loggers that version their
+    output (CSV, TensorBoard) an empty ``name`` and ``version``, so they write into ``run_dir`` itself."""
+    if isinstance(logger, list):
+        return [loggers_into(one, run_dir) for one in logger]
+    if not isinstance(logger, Namespace) or "class_path" not in logger:
+        return logger
+    init = logger.get("init_args") or Namespace()
+    params = _init_params(logger.class_path)
+    for key in ("save_dir", "root_dir"):
+        if key in params:
+            init[key] = str(run_dir)
+    if _versions(logger.class_path):
+        init.name, init.version = "", ""
+    logger.init_args = init
+    return logger
+
+
+def _init_params(class_path: str) -> set[str]:
+    module, _, name = class_path.rpartition(".")
+    cls = getattr(__import__(module, fromlist=[name]), name)
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _versions(class_path: str) -> bool:
+    """Loggers that add ``<name>/version_<n>`` below their save_dir (Lightning's CSV and TensorBoard loggers)."""
+    return class_path.rpartition(".")[2] in ("CSVLogger", "TensorBoardLogger")

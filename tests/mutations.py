@@ -1,0 +1,183 @@
+"""Break each guarantee on purpose and check that its test notices: ``python tests/mutations.py [names...]``.
+
+Each mutation replaces one piece of code in a temporary copy of the repository (never this checkout) and runs the
+test meant to catch it there; the test must fail. Prints caught/missed per mutation and exits 1 if any was
+missed. Not part of the default test run (pytest collects ``test_*.py`` only): run it after changing a guarantee
+or its test. Takes about 5 minutes on the project's 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Mutation:
+    name: str
+    file: str  # relative to the repository
+    old: str  # must occur exactly once
+    new: str
+    tests: list[str]  # pytest node ids or -k expressions ("file::test" or "file -k expr")
+
+
+MUTATIONS = [
+    Mutation(
+        "run folders claimed with mkdir(exist_ok=True), not atomically",
+        "lit_transfer/run_dirs.py",
+        '(root / f"version_{n}").mkdir()',
+        '(root / f"version_{n}").mkdir(exist_ok=True)',
+        ["tests/test_safety.py::test_runs_started_together_never_share_a_folder"],
+    ),
+    Mutation(
+        "training sums not summed across processes",
+        "lit_transfer/speed/epoch_sums.py",
+        "correct, loss, images = reduce(self.sums.clone()).unbind()",
+        "correct, loss, images = self.sums.clone().unbind()",
+        ["tests/test_epoch_sums.py", "tests/test_ddp.py"],
+    ),
+    Mutation(
+        "--model.cache_features false ignored (always cached)",
+        "lit_transfer/module.py",
+        "return [FeatureCache()] if self.cache_features and not present else []",
+        "return [FeatureCache()] if not present else []",
+        ["tests/test_speed_paths.py -k cached_features"],
+    ),
+    Mutation(
+        "cached features wrong (doubled)",
+        "lit_transfer/speed/feature_cache.py",
+        "            cache[start : start + len(chunk)] = chunk",
+        "            cache[start : start + len(chunk)] = 2 * chunk",
+        ["tests/test_speed_paths.py -k cached_features"],
+    ),
+    Mutation(
+        "forward graphs not rebuilt when the trainable parameters change",
+        "lit_transfer/speed/cuda_graphs.py",
+        "return (tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for m in self.parts "
+        "for p in m.parameters()))",
+        "return (tuple(inputs.shape), inputs.dtype)",
+        ["tests/test_graphs.py -k unfreezes"],
+    ),
+    Mutation(
+        "whole-step graph replays a stale batch (labels not copied into the static buffer)",
+        "lit_transfer/speed/step_graph.py",
+        "        static_labels.copy_(labels)\n",
+        "",
+        ["tests/test_graphs.py -k whole_step_graph_logic"],
+    ),
+    Mutation(
+        "bf16-mixed without autocast in training",
+        "lit_transfer/module.py",
+        "        return self.training_loss(self.training_logits(inputs), labels)",
+        '        with torch.autocast("cpu", enabled=False):\n'
+        "            return self.training_loss(self.training_logits(inputs), labels)",
+        ["tests/test_pipeline.py -k bf16"],
+    ),
+    Mutation(
+        "non-dense inputs dropped at another rate",
+        "lit_transfer/speed/layers.py",
+        "            return F.dropout(x, self.p, self.training)",
+        "            return F.dropout(x, 0.5, self.training)",
+        ["tests/test_layers.py -k non_dense"],
+    ),
+    Mutation(
+        "the answer's numbers swapped between groups",
+        "lit_transfer/study/report.py",
+        'scratch, rand = acc(rows, first, "scratch", budget), acc(rows, first, "random_frozen", budget)',
+        'rand, scratch = acc(rows, first, "scratch", budget), acc(rows, first, "random_frozen", budget)',
+        ["tests/test_study.py -k answer_numbers"],
+    ),
+    Mutation(
+        "a source checkpoint that lacks layers transferred anyway (non-strict load)",
+        "lit_transfer/module.py",
+        "            source.load_state_dict(weights)",
+        "            source.load_state_dict(weights, strict=False)",
+        ["tests/test_errors.py -k backbone_does_not_fit"],
+    ),
+    Mutation(
+        "a layer of another shape not turned into the one-line error",
+        "lit_transfer/module.py",
+        '        except RuntimeError:\n            raise UserError(\n                f"the weights in {path}',
+        '        except KeyError:\n            raise UserError(\n                f"the weights in {path}',
+        ["tests/test_errors.py -k backbone_does_not_fit"],
+    ),
+    Mutation(
+        "resuming a gradually unfrozen stage leaves the backbone frozen (Lightning #21901)",
+        "lit_transfer/callbacks/freeze.py",
+        "                    param.requires_grad_(True)",
+        "                    pass",
+        ["tests/test_resume.py -k mid-epoch-after-unfreezing"],
+    ),
+    Mutation(
+        "last.ckpt not written with the final weights",
+        "lit_transfer/callbacks/last_checkpoint.py",
+        "        if self.save_last and not self._should_skip_saving_checkpoint(trainer):",
+        "        if False:",
+        ["tests/test_resume.py -k 'test_sigkill_then_resume and mid-epoch-0'"],
+    ),
+    Mutation(
+        "no RNG state restored on resume",
+        "lit_transfer/module.py",
+        '            torch.set_rng_state(rng["torch"].cpu())',
+        "            pass",
+        ["tests/test_resume.py -k 'test_sigkill_then_resume and mid-epoch-0'"],
+    ),
+    Mutation(
+        "older checkpoints' FreezeFeatures groups not renamed",
+        "lit_transfer/checkpoint.py",
+        '            group["params"] = [named_layer(name) for name in group["params"]]',
+        "            pass",
+        ["tests/test_legacy_checkpoints.py"],
+    ),
+]
+
+
+def run_one(mutation: Mutation, copy: Path) -> tuple[bool, str]:
+    path = copy / mutation.file
+    original = path.read_text()
+    if original.count(mutation.old) != 1:
+        return False, f"the code to mutate was not found exactly once in {mutation.file}: update this script"
+    path.write_text(original.replace(mutation.old, mutation.new))
+    try:
+        env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONWARNINGS": "ignore"}
+        env.pop("LIT_TRANSFER_RUN_DIR", None)
+        for test in mutation.tests:
+            cmd = f"{sys.executable} -m pytest -q -x -p no:cacheprovider {test}"
+            done = subprocess.run(cmd, shell=True, cwd=copy, env=env, capture_output=True, text=True)
+            if done.returncode == 1:  # tests ran and failed: caught
+                failed = [line for line in done.stdout.splitlines() if line.startswith(("E ", "FAILED"))]
+                return True, (failed[:1] or ["failed"])[0][:160]
+            if done.returncode != 0:
+                return False, f"pytest could not run {test} (exit {done.returncode}): {done.stdout[-300:]}"
+        return False, "all its tests passed with the code broken"
+    finally:
+        path.write_text(original)
+
+
+def main(names: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not names or any(n in m.name for n in names)]
+    with tempfile.TemporaryDirectory(prefix="lit_transfer_mutations_") as tmp:
+        copy = Path(tmp) / "repo"
+        ignore = shutil.ignore_patterns(".venv", ".git", "runs", "reports", "__pycache__", "*.ckpt", "benchmarks")
+        shutil.copytree(REPO, copy, ignore=ignore)
+        start, missed = time.perf_counter(), 0
+        for mutation in chosen:
+            t0 = time.perf_counter()
+            caught, detail = run_one(mutation, copy)
+            missed += not caught
+            status = "caught" if caught else "MISSED"
+            print(f"{status:7s} {mutation.name} ({time.perf_counter() - t0:.0f} s): {detail}", flush=True)
+        print(f"{len(chosen) - missed} of {len(chosen)} caught in {time.perf_counter() - start:.0f} s")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,41 @@
+"""Callbacks that let a test see inside a real CLI run (loaded via PYTHONPATH=tests or pytest's rootdir)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class RecordTrainSums(L.Callback):
+    """Before the module reduces them across processes, write each rank's own training sums of the epoch
+    ([correct, loss * images, images]) to ``<folder>/sums-rank<r>-epoch<e>.json``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"sums-rank{trainer.global_rank}-epoch{trainer.current_epoch}.json"
+        (self.folder / name).write_text(json.dumps(pl_module.train_sums.sums.tolist()))
+
+
+class RecordDtypes(L.Callback):
+    """Write the dtype of the first dense layer's output in each training step to ``<folder>/dtypes.json``."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.seen: list[str] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.head.fc1.register_forward_hook(lambda module, args, out: self.seen.append(str(out.dtype)))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "dtypes.json").write_text(json.dumps(self.seen))
+
+
+def autocast_on() -> bool:
+    return torch.is_autocast_enabled("cpu")
