@@ -10,6 +10,13 @@
 # Under $OUT (8 files at most come back): steps.txt (timeline and environment), tests.log (the CUDA-graph
 # tests), loop.log (benchmarks/loop_overhead.py), bench.log and its JSON record, profile.log (Lightning's
 # SimpleProfiler on stage one, when time allows).
+# The study's executors, as a call of their own (same preparation; ~4 min: 24 runs, and Ray starts a fresh process
+# for each GPU task): run(command="bash benchmarks/gpu_check.sh study", carry=[".whl", ".data"], timeout_s=420)
+# times the --quick study sequentially and as Ray tasks sharing the GPU, 1 and 4 runs per GPU
+# (benchmarks/study_executors.py): steps.txt, study.log and its JSON record. It needs Ray on the device: Ray's wheel
+# (~70 MB; 240 MB installed) does not fit the 64 MiB that travels, so where the device lacks Ray only the sequential
+# study is timed (steps.txt says so).
+# (The study part was written without a GPU at hand and has not run on one yet.)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -27,6 +34,22 @@ step "environment"
     lightning.__version__, torchmetrics.__version__, j.__version__, torch.cuda.get_device_name())"
   lscpu | grep -E "Model name|^CPU\(s\)"
 } 2>&1 | tee -a "$OUT/steps.txt"
+study() {
+  step "study: --quick sequentially, and as Ray tasks with 1 and 4 runs per GPU (1 repeat each, interleaved)"
+  local ray=(--runs_per_gpu 1 4)
+  if ! python3 -c "import ray" 2>/dev/null; then
+    echo "Ray is not installed on this device: only the sequential study is timed" | tee -a "$OUT/steps.txt"
+    ray=(--runs_per_gpu)
+  fi
+  timeout "$1" python3 benchmarks/study_executors.py --data_dir .data --repeats 1 --threads "${ray[@]}" 2>&1 \
+    | tail -12 | tee "$OUT/study.log"
+}
+if [[ "${1:-}" == "study" ]]; then
+  study 380
+  cp benchmarks/out/study-executors-*.json "$OUT/" 2>/dev/null
+  step "done"
+  exit 0
+fi
 step "tests: graphed steps (forward+backward, and the whole step) == eager on CUDA, speed paths, NaN stop"
 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py tests/test_speed_paths.py \
   tests/test_errors.py::test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint 2>&1 \

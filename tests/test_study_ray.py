@@ -32,6 +32,7 @@ ONE = [*BOTH, "--directions", "[59to04]"]
 def study(data: Path, out: Path, runs: list[str], *faults: str, executor: str = "sequential") -> list[str]:
     extra = json.dumps([*CHECKPOINTS, *faults])
     common = ["--data_dir", str(data), "--download", "false", "--batch_size", "16", "--out", str(out)]
+    common += ["--threads_per_run", "1"]  # as many threads as Ray's default: the numbers depend on it
     return [*common, *runs, "--extra_args", extra, "--executor", executor]
 
 
@@ -130,6 +131,15 @@ def test_runs_are_spread_over_both_nodes(cluster, ray_study: Path) -> None:
     nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert len(nodes) == 2
     assert {record["node_id"] for record in done(ray_study).values()} == nodes  # the two sources ran side by side
+
+
+@needs_ray
+def test_more_threads_per_run_than_any_machine_has_is_a_one_line_error(cluster, data: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:  # each "node" has 1 CPU: such a task would wait forever
+        main([*study(data, tmp_path / "out", ONE, executor="ray"), "--threads_per_run", "2"])  # the last one counts
+    assert exit_info.value.code == (
+        "lit_transfer.study: error: --threads_per_run 2: the Ray cluster's largest machine has 1 CPU core(s)"
+    )
 
 
 @needs_ray

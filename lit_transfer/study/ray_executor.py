@@ -88,15 +88,20 @@ def run_task(run: Run, settings: dict, root: Path, source: dict | None, threads:
 
 def task_options(ray: Any, threads_per_run: int, runs_per_gpu: int) -> tuple[dict[str, Any], int, str]:
     """Each task's resources, how many runs the cluster holds at a time, and that in words."""
-    resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 0)), resources.get("GPU", 0)
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    cpus, gpus = sum(n.get("CPU", 0) for n in nodes), sum(n.get("GPU", 0) for n in nodes)
     if gpus and runs_per_gpu:
         # A small run leaves most of a GPU idle (launch-bound): several share one, each driven by one CPU core.
-        slots = min(int(gpus * runs_per_gpu), cpus)
-        return {"num_cpus": 1, "num_gpus": 1 / runs_per_gpu}, slots, f"{runs_per_gpu} per GPU on {gpus:g} GPUs"
-    if threads_per_run > cpus:
-        raise UserError(f"--threads_per_run {threads_per_run} is more than the {cpus} CPUs of the Ray cluster")
-    return {"num_cpus": threads_per_run}, cpus // threads_per_run, f"{threads_per_run} CPU thread(s) each, {cpus} CPUs"
+        slots = sum(min(int(n.get("GPU", 0) * runs_per_gpu), int(n.get("CPU", 0))) for n in nodes)
+        options = {"num_cpus": 1, "num_gpus": 1 / runs_per_gpu}
+        return options, slots, f"{runs_per_gpu} per GPU on {gpus:g} GPUs, {cpus:g} CPUs, {len(nodes)} node(s)"
+    slots = sum(int(n.get("CPU", 0)) // threads_per_run for n in nodes)  # a task runs on one machine
+    if not slots:
+        biggest = max((n.get("CPU", 0) for n in nodes), default=0)
+        why = f"the Ray cluster's largest machine has {biggest:g} CPU core(s)"
+        raise UserError(f"--threads_per_run {threads_per_run}: {why}")
+    layout = f"{threads_per_run} CPU core(s) each, {cpus:g} CPUs, {len(nodes)} node(s)"
+    return {"num_cpus": threads_per_run}, slots, layout
 
 
 def run_all(
@@ -113,6 +118,8 @@ def run_all(
     import ray
     from ray.util.queue import Queue
 
+    if all(run in records for run in runs):
+        return records, {}
     # A worker's working directory is that of `ray start` on its machine: every node must read the same data folder.
     settings = {**settings, "data_dir": str(Path(settings["data_dir"]).resolve())}
     if settings["download"]:  # once, here: runs side by side would each download the same files at the same time
@@ -120,8 +127,7 @@ def run_all(
     started_here = connect(address)
     try:
         options, slots, layout = task_options(ray, threads_per_run, runs_per_gpu)
-        nodes = len([n for n in ray.nodes() if n["Alive"]])
-        print(f"Ray: {slots} runs at a time ({layout}) on {nodes} node(s)")
+        print(f"Ray: {slots} runs at a time ({layout})")
         progress = Queue(actor_options={"num_cpus": 0})  # tasks report their start here
         task = ray.remote(run_task).options(max_retries=RETRIES, retry_exceptions=False, **options)
         pending = submit(task, root, runs, settings, records, options["num_cpus"], progress)

@@ -53,7 +53,7 @@ def run_study(
     extra_args: list[str] = [],  # noqa: B006
     executor: Literal["sequential", "ray"] = "sequential",
     ray_address: str | None = None,
-    threads_per_run: int = 1,
+    threads_per_run: int | None = None,
     runs_per_gpu: int = 4,
 ) -> Path:
     """Run (or continue) the transfer study and write its report; returns the report folder.
@@ -90,8 +90,10 @@ def run_study(
         ray_address: With ``--executor ray``: the cluster to join (``ray start --head`` prints it, e.g.
             ``10.0.0.1:6379``, or ``auto`` on one of its machines; ``RAY_ADDRESS`` also works). Unset: a local Ray
             instance with this machine's cores and GPUs, stopped at the end.
-        threads_per_run: With ``--executor ray`` on CPUs: CPU cores (torch threads) per run, so cores /
-            threads_per_run runs at a time on each machine (1 was fastest on 2 cores: benchmarks/RESULTS.md).
+        threads_per_run: CPU threads (torch's) of each run on a CPU; ``null``: all cores with ``sequential`` (one run
+            at a time), 1 with ``ray`` (cores / threads_per_run runs side by side on each machine; 1 was fastest on
+            2 cores: benchmarks/RESULTS.md). The numbers depend on it slightly (torch's CPU kernels add in another
+            order): the same value gives the same numbers with either executor.
         runs_per_gpu: With ``--executor ray`` where the cluster has GPUs: runs sharing one GPU at a time (each
             takes 1/runs_per_gpu of it and one CPU core); 0 runs on the CPUs only.
     """
@@ -119,7 +121,7 @@ def run_study(
         ray_executor.require_ray()
     elif ray_address:
         raise UserError(f"--ray_address {ray_address} is for --executor ray: add --executor ray, or drop it")
-    if threads_per_run < 1 or runs_per_gpu < 0:
+    if (threads_per_run is not None and threads_per_run < 1) or runs_per_gpu < 0:
         raise UserError(
             f"--threads_per_run is {threads_per_run}, --runs_per_gpu {runs_per_gpu}: give 1 or more and 0 or more"
         )
@@ -151,9 +153,10 @@ def run_study(
     done = {run: record for run in runs if (record := finished(root, run))}
     print(f"transfer study in {root}: {len(runs)} runs, {len(done)} already done, {len(runs) - len(done)} to go")
     if executor == "ray":
-        records, failed = ray_executor.run_all(root, runs, settings, done, ray_address, threads_per_run, runs_per_gpu)
+        threads = threads_per_run or 1  # runs side by side: one core each unless told
+        records, failed = ray_executor.run_all(root, runs, settings, done, ray_address, threads, runs_per_gpu)
     else:
-        records, failed = sequential.run_all(root, runs, settings, done)
+        records, failed = sequential.run_all(root, runs, settings, done, threads_per_run)
     rows = [row(r, records[r], root) for r in runs if r in records]
     write_csv(root, rows)
     if failed:  # no report from part of the runs: its answer and tables would silently miss conditions

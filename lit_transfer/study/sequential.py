@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lit_transfer.study.execute import RunFailed, execute, source_checkpoint
 from lit_transfer.study.plan import Run
 from lit_transfer.study.progress import duration, time_left
@@ -15,10 +17,22 @@ from lit_transfer.study.stats import row
 
 
 def run_all(
-    root: Path, runs: list[Run], settings: dict[str, Any], records: dict[Run, dict]
+    root: Path, runs: list[Run], settings: dict[str, Any], records: dict[Run, dict], threads: int | None = None
 ) -> tuple[dict[Run, dict], dict[Run, str]]:
     """Run what is not finished yet (``records``: the finished runs), in order, with progress and time left;
-    ``results.csv`` after every run. Returns every finished run's record and why each failed run failed."""
+    ``results.csv`` after every run; ``threads``: torch's CPU threads (``None``: torch's default, every core).
+    Returns every finished run's record and why each failed run failed."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)  # for the whole process (its runs run one at a time), until the end
+    try:
+        return run_each(root, runs, settings, records)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_each(
+    root: Path, runs: list[Run], settings: dict[str, Any], records: dict[Run, dict]
+) -> tuple[dict[Run, dict], dict[Run, str]]:
     records, failed = dict(records), {}
     walls = {run: record["wall_s"] for run, record in records.items()}
     sources = {(r.direction, r.seed): r for r in runs if r.condition == "pretrain"}
