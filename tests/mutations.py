@@ -114,7 +114,7 @@ MUTATIONS = [
         "lit_transfer/callbacks/freeze.py",
         "                    param.requires_grad_(True)",
         "                    pass",
-        ["tests/test_resume.py -k mid-epoch-after-unfreezing"],
+        ["tests/test_resume.py -k mid-epoch-after-unfreezing", "tests/test_study_ray.py -k fine_tuning"],
     ),
     Mutation(
         "last.ckpt not written with the final weights",
@@ -136,6 +136,81 @@ MUTATIONS = [
         '            group["params"] = [named_layer(name) for name in group["params"]]',
         "            pass",
         ["tests/test_legacy_checkpoints.py"],
+    ),
+    Mutation(
+        "the study's Ray tasks transfer from the other direction's source run",
+        "lit_transfer/study/ray_executor.py",
+        "            source_run = sources[run.direction, run.seed]",
+        "            source_run = next(r for k, r in sources.items() if k[0] != run.direction)",
+        ["tests/test_study_ray.py::test_ray_gives_the_sequential_numbers"],
+    ),
+    Mutation(
+        "the study's Ray tasks all pinned to the driver's node",
+        "lit_transfer/study/ray_executor.py",
+        '    return {"num_cpus": threads_per_run}, slots, layout',
+        "    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as Node\n\n"
+        "    here = Node(ray.get_runtime_context().get_node_id(), soft=False)\n"
+        '    return {"num_cpus": threads_per_run, "scheduling_strategy": here}, slots, layout',
+        ["tests/test_study_ray.py::test_runs_are_spread_over_both_nodes"],
+    ),
+    Mutation(
+        "a study run whose process was killed is not retried",
+        "lit_transfer/study/ray_executor.py",
+        "RETRIES = 3",
+        "RETRIES = 0",
+        ["tests/test_study_ray.py::test_killed_process_is_retried_and_the_run_continues"],
+    ),
+    Mutation(
+        "a study run cut short starts over instead of continuing from its last.ckpt",
+        "lit_transfer/study/execute.py",
+        "    resume = last_checkpoint(folder)",
+        "    resume = None",
+        [
+            "tests/test_study_ray.py::test_sequential_study_continues_a_killed_run_from_its_checkpoint",
+            "tests/test_study_ray.py::test_killed_process_is_retried_and_the_run_continues",
+        ],
+    ),
+    Mutation(
+        "a failing run stops the sequential study",
+        "lit_transfer/study/sequential.py",
+        "            failed[run] = str(err)",
+        "            raise",
+        ["tests/test_study_ray.py -k 'failing and sequential'"],
+    ),
+    Mutation(
+        "a failing run stops the Ray study",
+        "lit_transfer/study/ray_executor.py",
+        "                    failed[run] = why(err, root, run, runs, records)",
+        "                    raise",
+        ["tests/test_study_ray.py -k 'failing and ray'"],
+    ),
+    Mutation(
+        "the study's report written although runs failed",
+        "lit_transfer/study/runner.py",
+        "    if failed:  #",
+        "    if False:  #",
+        ["tests/test_study_ray.py -k 'failing and sequential'"],
+    ),
+    Mutation(
+        "an interrupted study runs its finished runs again",
+        "lit_transfer/study/execute.py",
+        "    if not done.is_file():\n        return None",
+        "    if True:\n        return None",
+        ["tests/test_study_ray.py::test_ctrl_c_then_the_same_command_continues"],
+    ),
+    Mutation(
+        "the validation accuracy of the epochs before a resume lost",
+        "lit_transfer/callbacks/stage_report.py",
+        '"val_acc": self.val_acc}',
+        "}",
+        ["tests/test_resume.py -k 'test_sigkill_then_resume and end-of-epoch-1'"],
+    ),
+    Mutation(
+        "--executor ray without Ray not a one-line error",
+        "lit_transfer/study/runner.py",
+        "        ray_executor.require_ray()",
+        "        pass",
+        ["tests/test_study.py -k without_ray"],
     ),
 ]
 

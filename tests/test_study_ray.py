@@ -154,6 +154,22 @@ def test_killed_process_is_retried_and_the_run_continues(cluster, data: Path, re
     assert numbers(out) == {k: v for k, v in reference.items() if k[0] == "5-9 -> 0-4"}
 
 
+@needs_ray
+def test_killed_fine_tuning_run_continues_after_unfreezing(cluster, data: Path, tmp_path: Path) -> None:
+    # transfer_finetune: backbone frozen in epoch 0, unfrozen from epoch 1 (4 steps per epoch). Killed at step 11, it
+    # continues from step 10, in epoch 2: the unfrozen backbone must train on (Lightning #21901, FreezeFeatures).
+    runs = ["--seeds", "1", "--directions", "[59to04]", "--label_budgets", "[10]", "--depths", "[2]", "--epochs", "3"]
+    uninterrupted = tmp_path / "uninterrupted"
+    main(study(data, uninterrupted, runs, executor="ray"))
+    out, marker = tmp_path / "out", tmp_path / "killed"
+    kill = ["--trainer.callbacks+=crash.KillAt", "--trainer.callbacks.step=11", f"--trainer.callbacks.once={marker}"]
+    main(study(data, out, runs, *kill, "--trainer.callbacks.match=transfer_finetune", executor="ray"))
+    killed = Path(marker.read_text()).relative_to(out)
+    assert killed.parent == Path("runs/59to04/transfer_finetune/labels10/seed0")
+    assert done(out)[str(killed.parent)]["continued_from"] == str(killed / "checkpoints/last.ckpt")
+    assert numbers(out) == numbers(uninterrupted) and len(numbers(out)) == 6
+
+
 @pytest.mark.parametrize("executor", ["sequential", pytest.param("ray", marks=needs_ray)])
 def test_failing_run_is_reported_and_the_rest_complete(executor: str, request, data: Path, reference, tmp_path: Path,
                                                        capsys) -> None:  # fmt: skip
