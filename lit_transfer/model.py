@@ -74,6 +74,13 @@ class Head(nn.Sequential):
         return self.fc2.out_features
 
 
+def count_params(module: nn.Module) -> dict[str, int]:
+    """Parameters in all, trainable and frozen (``requires_grad`` off)."""
+    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+    return {"total_params": trainable + frozen, "trainable_params": trainable, "frozen_params": frozen}
+
+
 def weight_layers(backbone: Backbone, head: Head) -> list[nn.Module]:
     """The layers with weights, input to output: conv1, conv2, fc1, fc2."""
     return [backbone.conv1, backbone.conv2, head.fc1, head.fc2]

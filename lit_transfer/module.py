@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from lit_transfer.checkpoint import FORMAT, MARKER, class_names, frozen_stage, load_checkpoint, require_ours
 from lit_transfer.divergence import LossWatch
 from lit_transfer.errors import UserError
-from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
+from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, count_params, weight_layers
 from lit_transfer.speed.cuda_graphs import CudaGraphSteps
 from lit_transfer.speed.epoch_sums import EpochSums
 from lit_transfer.speed.feature_cache import FeatureCache
@@ -268,8 +268,7 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
             "digits": list(getattr(datamodule, "digits", [])),
             "num_classes": self.hparams.num_classes,
             "frozen_stage": frozen_stage(self.trainer),
-            "trainable_params": sum(p.numel() for p in self.parameters() if p.requires_grad),
-            "frozen_params": sum(p.numel() for p in self.parameters() if not p.requires_grad),
+            **{k: v for k, v in count_params(self).items() if k != "total_params"},
         }
         if getattr(datamodule, "dataset", None) == "folder":  # the real names, in label order (no digits)
             checkpoint[MARKER].update(classes=list(datamodule.class_names), digits=[])

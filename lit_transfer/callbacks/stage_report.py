@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lit_transfer.checkpoint import frozen_stage
 from lit_transfer.files import atomic_write, unused_path
+from lit_transfer.model import count_params
 
 
 def params_as_trained(module: L.LightningModule) -> dict[str, int]:
@@ -24,12 +25,6 @@ def params_as_trained(module: L.LightningModule) -> dict[str, int]:
     if "frozen_params" in loaded and loaded["trainable_params"] + loaded["frozen_params"] == counts["total_params"]:
         counts.update(trainable_params=loaded["trainable_params"], frozen_params=loaded["frozen_params"])
     return counts
-
-
-def count_params(module: L.LightningModule) -> dict[str, int]:
-    trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-    return {"total_params": trainable + frozen, "trainable_params": trainable, "frozen_params": frozen}
 
 
 class StageReport(L.Callback):
