@@ -4,6 +4,7 @@
     python benchmarks/study_executors.py --data_dir ../shared/data --repeats 3                 # --quick, 2 cores
     python benchmarks/study_executors.py --data_dir ../shared/data --repeats 3 --study heavy --threads 1  # full data
     python benchmarks/study_executors.py --data_dir .data --threads --runs_per_gpu 1 4         # on a GPU machine
+    python benchmarks/study_executors.py --study full --repeats 1 --threads 1 --only sequential "ray, 2 x 1 thread(s)"
 
 Per configuration (medians over the repeats): the whole command's wall time (start-up, Ray's included), the sum of
 the runs' own wall times (each run's ``done.json``: what a run costs when others share the machine with it), the
@@ -30,6 +31,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STUDIES = {
+    # the whole study, 120 runs (configs/study.yaml as it is)
+    "full": ["--config", "configs/study.yaml"],
     # every condition, 24 runs of 1 epoch (the README's --quick)
     "quick": ["--config", "configs/study.yaml", "--quick"],
     # full-data runs as in the full study (all ~27,000 training images of 5 digits), 1 epoch: 2 sources, 2 transfers
@@ -102,9 +105,15 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="threads per CPU run under Ray (none: none)")
     p.add_argument("--runs_per_gpu", type=int, nargs="*", default=[], help="runs sharing a GPU under Ray")
+    p.add_argument("--only", nargs="*", help="these configurations only, by name (the full study: each ~40 min)")
     args = p.parse_args()
     data_dir = str(Path(args.data_dir).resolve())
     configs = configurations(args.threads, args.runs_per_gpu)
+    if args.only:
+        unknown = set(args.only) - set(configs)
+        if unknown:
+            raise SystemExit(f"--only: unknown configuration(s) {sorted(unknown)}; choose from {list(configs)}")
+        configs = {name: options for name, options in configs.items() if name in args.only}
     records = []
     for rep in range(args.repeats):  # interleaved: the noise of a shared machine falls on every configuration
         for name, options in configs.items():

@@ -134,6 +134,18 @@ def test_runs_are_spread_over_both_nodes(cluster, ray_study: Path) -> None:
 
 
 @needs_ray
+def test_no_more_runs_at_a_time_than_the_cluster_has_cores(cluster, data: Path, tmp_path: Path) -> None:
+    # 12 runs, 5 of them ready at once (a source run; scratch and random backbone at 2 budgets) for 2 cores. A task
+    # that waited on Ray inside (ray.get) gave its core back meanwhile, and Ray started another run on it.
+    runs = ["--seeds", "1", "--directions", "[59to04]", "--label_budgets", "[10, 100]", "--epochs", "1"]
+    out = tmp_path / "out"
+    main(study(data, out, runs, executor="ray"))
+    spans = [(record["started"], record["finished"]) for record in done(out).values()]
+    assert len(spans) == 12
+    assert max(sum(start <= t < end for start, end in spans) for t, _ in spans) <= 2
+
+
+@needs_ray
 def test_more_threads_per_run_than_any_machine_has_is_a_one_line_error(cluster, data: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:  # each "node" has 1 CPU: such a task would wait forever
         main([*study(data, tmp_path / "out", ONE, executor="ray"), "--threads_per_run", "2"])  # the last one counts

@@ -72,7 +72,7 @@ def execute(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | N
         folder.mkdir(parents=True)
     args = cli_args(run, settings, root, source_ckpt) + ([f"--ckpt_path={resume}"] if resume else [])
     log_path = folder / "log.txt"
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     with open(log_path, "a" if resume else "w") as log, into(log):  # a continued run's log keeps every attempt
         if resume:
             print(f"-- continuing from {resume}")
@@ -98,6 +98,7 @@ def execute(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | N
         for attempt in folder.glob("version_*/checkpoints"):  # ~7 MB each; only source runs are reused
             shutil.rmtree(attempt, ignore_errors=True)
     record = {"run_dir": str(run_dir.relative_to(root)), "wall_s": wall, "args": args, **where}
+    record |= {"started": started, "finished": time.time()}  # Unix time, this attempt's (which runs overlapped)
     if resume:
         record["continued_from"] = str(resume.relative_to(root))
     atomic_write(folder / "done.json", json.dumps(record, indent=2) + "\n")

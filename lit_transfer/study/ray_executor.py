@@ -66,7 +66,21 @@ def connect(address: str | None) -> bool:
     return True
 
 
-def run_task(run: Run, settings: dict, root: Path, source: dict | None, threads: int, progress: Any) -> dict:
+class Started:
+    """A Ray actor the tasks tell when their run starts, for the study's progress line."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+
+    def add(self, run: Run) -> None:
+        self.runs.append(run)
+
+    def take(self) -> list[Run]:
+        runs, self.runs = self.runs, []
+        return runs
+
+
+def run_task(run: Run, settings: dict, root: Path, source: dict | None, threads: int, started: Any) -> dict:
     """One run in a Ray worker process: ``execute`` with this task's share of the machine.
 
     ``source``: the source run's record, resolved by Ray from its task's result before this task starts.
@@ -80,7 +94,9 @@ def run_task(run: Run, settings: dict, root: Path, source: dict | None, threads:
         # and the CLI's accelerator "auto" would pick a GPU.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     torch.set_num_threads(threads)  # Ray also sets OMP_NUM_THREADS from num_cpus; torch may have started already
-    progress.put_nowait(run)  # this run is running now (for the study's progress line)
+    # Not waited for: a task that waits on Ray (ray.get, or ray.util.queue.Queue's put) gives its CPUs back
+    # meanwhile and takes them again after, and Ray starts another run on them: 3 runs on 2 cores were measured.
+    started.add.remote(run)
     context = ray.get_runtime_context()
     where = {"executor": "ray", "host": socket.gethostname(), "node_id": context.get_node_id()}
     return execute(run, settings, root, source_checkpoint(root, source), where)
@@ -116,7 +132,6 @@ def run_all(
     """Run what is not finished yet (``records``: the finished runs) as Ray tasks; ``results.csv`` as runs finish.
     Returns every finished run's record and why each failed run failed."""
     import ray
-    from ray.util.queue import Queue
 
     if all(run in records for run in runs):
         return records, {}
@@ -128,16 +143,16 @@ def run_all(
     try:
         options, slots, layout = task_options(ray, threads_per_run, runs_per_gpu)
         print(f"Ray: {slots} runs at a time ({layout})")
-        progress = Queue(actor_options={"num_cpus": 0})  # tasks report their start here
+        started = ray.remote(Started).options(num_cpus=0).remote()
         task = ray.remote(run_task).options(max_retries=RETRIES, retry_exceptions=False, **options)
-        pending = submit(task, root, runs, settings, records, options["num_cpus"], progress)
-        return collect(ray, root, runs, settings, records, pending, slots, progress)
+        pending = submit(task, root, runs, settings, records, options["num_cpus"], started)
+        return collect(ray, root, runs, settings, records, pending, slots, started)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def submit(task: Any, root: Path, runs: list[Run], settings: dict, records: dict, threads: int, progress: Any) -> dict:
+def submit(task: Any, root: Path, runs: list[Run], settings: dict, records: dict, threads: int, started: Any) -> dict:
     """One task per unfinished run, source runs first (they gate the transfer runs); a transfer run gets its source
     run's task result as an argument, which makes Ray start it as soon as that source is done."""
     sources = {(r.direction, r.seed): r for r in runs if r.condition == "pretrain"}
@@ -147,16 +162,14 @@ def submit(task: Any, root: Path, runs: list[Run], settings: dict, records: dict
         if run.condition.startswith("transfer"):
             source_run = sources[run.direction, run.seed]
             source = records.get(source_run) or refs[source_run]
-        refs[run] = task.remote(run, settings, root, source, threads, progress)
+        refs[run] = task.remote(run, settings, root, source, threads, started)
     return {ref: run for run, ref in refs.items()}
 
 
 def collect(
-    ray: Any, root: Path, runs: list[Run], settings: dict, records: dict, pending: dict, slots: int, progress: Any
+    ray: Any, root: Path, runs: list[Run], settings: dict, records: dict, pending: dict, slots: int, started: Any
 ) -> tuple[dict[Run, dict], dict[Run, str]]:
     """Wait for the tasks as they finish, with one progress line."""
-    from ray.util.queue import Empty
-
     records, failed, running = dict(records), {}, set()
     walls = {run: record["wall_s"] for run, record in records.items()}
     line, start = ProgressLine(), time.perf_counter()
@@ -166,11 +179,7 @@ def collect(
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-            while True:
-                try:
-                    running.add(progress.get_nowait())
-                except Empty:
-                    break
+            running.update(ray.get(started.take.remote()))
             for ref in ready:
                 run = pending.pop(ref)
                 running.discard(run)
