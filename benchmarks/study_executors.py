@@ -56,7 +56,7 @@ def configurations(threads: list[int], runs_per_gpu: list[int]) -> dict[str, lis
     return configs
 
 
-def measure(name: str, study: list[str], options: list[str], data_dir: str) -> dict:
+def measure(name: str, study: list[str], options: list[str], data_dir: str, keep: bool) -> dict:
     out = Path(tempfile.mkdtemp(prefix="lit_transfer_study_bench_"))
     cmd = [sys.executable, "-m", "lit_transfer.study", *study, *options, f"--data_dir={data_dir}", "--download=false",
            f"--out={out}"]  # fmt: skip
@@ -72,9 +72,10 @@ def measure(name: str, study: list[str], options: list[str], data_dir: str) -> d
     }
     train = [r["train_time_s"] for r in results.values()]
     walls = [r["wall_s"] for r in records]
-    shutil.rmtree(out)  # checkpoints and logs of every run: not needed once measured
-    return {"config": name, "command_wall_s": wall, "runs": len(records), "sum_run_wall_s": sum(walls),
-            "median_run_wall_s": statistics.median(walls), "sum_train_s": sum(train),
+    if not keep:
+        shutil.rmtree(out)  # checkpoints and logs of every run: not needed once measured
+    return {"config": name, "out": keep and str(out), "command_wall_s": wall, "runs": len(records),
+            "sum_run_wall_s": sum(walls), "median_run_wall_s": statistics.median(walls), "sum_train_s": sum(train),
             "test": {run: [r["test_acc"], r["test_loss"]] for run, r in sorted(results.items())}}  # fmt: skip
 
 
@@ -105,6 +106,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="threads per CPU run under Ray (none: none)")
     p.add_argument("--runs_per_gpu", type=int, nargs="*", default=[], help="runs sharing a GPU under Ray")
+    p.add_argument("--keep", action="store_true", help="keep each study's folder (report.md, runs) and print it")
     p.add_argument("--only", nargs="*", help="these configurations only, by name (the full study: each ~40 min)")
     args = p.parse_args()
     data_dir = str(Path(args.data_dir).resolve())
@@ -117,7 +119,8 @@ def main() -> None:
     records = []
     for rep in range(args.repeats):  # interleaved: the noise of a shared machine falls on every configuration
         for name, options in configs.items():
-            record = {**measure(name, STUDIES[args.study], options, data_dir), "repeat": rep, "study": args.study}
+            record = measure(name, STUDIES[args.study], options, data_dir, args.keep)
+            record |= {"repeat": rep, "study": args.study}
             print(json.dumps(record), flush=True)
             records.append(record)
     env = environment()
