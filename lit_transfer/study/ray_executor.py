@@ -59,9 +59,17 @@ def connect(address: str | None) -> bool:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
     except ConnectionError as err:
+        fix = "start one with `ray start --head` and pass the address it prints"
+        if os.environ.get("RAY_AUTH_MODE") != "token":
+            # Ray 2.60's `ray start --head` asked for its token here, which a driver sends only in token mode; Ray
+            # prints "InvalidAuthToken" above, and the ConnectionError does not say why.
+            fix += (
+                "; if Ray said InvalidAuthToken, set RAY_AUTH_MODE=token here as on every node, with the cluster's "
+                "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+            )
         raise UserError(
             f"--ray_address {address or os.environ.get('RAY_ADDRESS')}: could not join a Ray cluster there ({err}); "
-            "start one with `ray start --head` and pass the address it prints"
+            + fix
         ) from None
     return True
 
