@@ -107,7 +107,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="threads per CPU run under Ray (none: none)")
     p.add_argument("--runs_per_gpu", type=int, nargs="*", default=[], help="runs sharing a GPU under Ray")
     p.add_argument("--keep", action="store_true", help="keep each study's folder (report.md, runs) and print it")
-    p.add_argument("--only", nargs="*", help="these configurations only, by name (the full study: each ~40 min)")
+    p.add_argument("--only", nargs="*", help="these configurations only, by name (a full study: ~15 min on 2 cores)")
     args = p.parse_args()
     data_dir = str(Path(args.data_dir).resolve())
     configs = configurations(args.threads, args.runs_per_gpu)
