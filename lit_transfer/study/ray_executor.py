@@ -61,8 +61,8 @@ def connect(address: str | None) -> bool:
     except ConnectionError as err:
         fix = "start one with `ray start --head` and pass the address it prints"
         if os.environ.get("RAY_AUTH_MODE") != "token":
-            # Ray 2.60's `ray start --head` asked for its token here, which a driver sends only in token mode; Ray
-            # prints "InvalidAuthToken" above, and the ConnectionError does not say why.
+            # Ray 2.60's `ray start --head` (with a ~/.ray/auth_token on the machine) asked for its token here,
+            # which a driver sends only in token mode; Ray prints "InvalidAuthToken", the ConnectionError not why.
             fix += (
                 "; if Ray said InvalidAuthToken, set RAY_AUTH_MODE=token here as on every node, with the cluster's "
                 "token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
