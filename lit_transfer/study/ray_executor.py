@@ -74,21 +74,7 @@ def connect(address: str | None) -> bool:
     return True
 
 
-class Started:
-    """A Ray actor the tasks tell when their run starts, for the study's progress line."""
-
-    def __init__(self) -> None:
-        self.runs: list[Run] = []
-
-    def add(self, run: Run) -> None:
-        self.runs.append(run)
-
-    def take(self) -> list[Run]:
-        runs, self.runs = self.runs, []
-        return runs
-
-
-def run_task(run: Run, settings: dict, root: Path, source: dict | None, threads: int, started: Any) -> dict:
+def run_task(run: Run, settings: dict, root: Path, source: dict | None, threads: int, progress: Any) -> dict:
     """One run in a Ray worker process: ``execute`` with this task's share of the machine.
 
     ``source``: the source run's record, resolved by Ray from its task's result before this task starts.
@@ -102,9 +88,10 @@ def run_task(run: Run, settings: dict, root: Path, source: dict | None, threads:
         # and the CLI's accelerator "auto" would pick a GPU.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     torch.set_num_threads(threads)  # Ray also sets OMP_NUM_THREADS from num_cpus; torch may have started already
-    # Not waited for: a task that waits on Ray (ray.get, or ray.util.queue.Queue's put) gives its CPUs back
-    # meanwhile and takes them again after, and Ray starts another run on them: 3 runs on 2 cores were measured.
-    started.add.remote(run)
+    # This run is running now (the study's progress line), told to the queue's actor without waiting: a task that
+    # waits on Ray (ray.get, as in Queue.put_nowait) gives its CPUs back meanwhile and takes them again after, and
+    # Ray starts another run on them (3 runs on 2 cores were measured).
+    progress.actor.put_nowait.remote(run)
     context = ray.get_runtime_context()
     where = {"executor": "ray", "host": socket.gethostname(), "node_id": context.get_node_id()}
     return execute(run, settings, root, source_checkpoint(root, source), where)
@@ -140,6 +127,7 @@ def run_all(
     """Run what is not finished yet (``records``: the finished runs) as Ray tasks; ``results.csv`` as runs finish.
     Returns every finished run's record and why each failed run failed."""
     import ray
+    from ray.util.queue import Queue
 
     if all(run in records for run in runs):
         return records, {}
@@ -151,16 +139,16 @@ def run_all(
     try:
         options, slots, layout = task_options(ray, threads_per_run, runs_per_gpu)
         print(f"Ray: {slots} runs at a time ({layout})")
-        started = ray.remote(Started).options(num_cpus=0).remote()
+        progress = Queue(actor_options={"num_cpus": 0})  # tasks report their start here
         task = ray.remote(run_task).options(max_retries=RETRIES, retry_exceptions=False, **options)
-        pending = submit(task, root, runs, settings, records, options["num_cpus"], started)
-        return collect(ray, root, runs, settings, records, pending, slots, started)
+        pending = submit(task, root, runs, settings, records, options["num_cpus"], progress)
+        return collect(ray, root, runs, settings, records, pending, slots, progress)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def submit(task: Any, root: Path, runs: list[Run], settings: dict, records: dict, threads: int, started: Any) -> dict:
+def submit(task: Any, root: Path, runs: list[Run], settings: dict, records: dict, threads: int, progress: Any) -> dict:
     """One task per unfinished run, source runs first (they gate the transfer runs); a transfer run gets its source
     run's task result as an argument, which makes Ray start it as soon as that source is done."""
     sources = {(r.direction, r.seed): r for r in runs if r.condition == "pretrain"}
@@ -170,14 +158,16 @@ def submit(task: Any, root: Path, runs: list[Run], settings: dict, records: dict
         if run.condition.startswith("transfer"):
             source_run = sources[run.direction, run.seed]
             source = records.get(source_run) or refs[source_run]
-        refs[run] = task.remote(run, settings, root, source, threads, started)
+        refs[run] = task.remote(run, settings, root, source, threads, progress)
     return {ref: run for run, ref in refs.items()}
 
 
 def collect(
-    ray: Any, root: Path, runs: list[Run], settings: dict, records: dict, pending: dict, slots: int, started: Any
+    ray: Any, root: Path, runs: list[Run], settings: dict, records: dict, pending: dict, slots: int, progress: Any
 ) -> tuple[dict[Run, dict], dict[Run, str]]:
     """Wait for the tasks as they finish, with one progress line."""
+    from ray.util.queue import Empty
+
     records, failed, running = dict(records), {}, set()
     walls = {run: record["wall_s"] for run, record in records.items()}
     line, start = ProgressLine(), time.perf_counter()
@@ -187,7 +177,11 @@ def collect(
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-            running.update(ray.get(started.take.remote()))
+            while True:
+                try:
+                    running.add(progress.get_nowait())
+                except Empty:
+                    break
             for ref in ready:
                 run = pending.pop(ref)
                 running.discard(run)
