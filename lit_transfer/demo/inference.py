@@ -44,19 +44,6 @@ class Output:
     probabilities: Tensor  # (classes,), float32
     maps: dict[str, Tensor]  # layer name -> its raw output (32, H, W), before the ReLU
 
-    def top(self, names: list[str]) -> tuple[str, float]:
-        """The predicted class name and its probability."""
-        p, i = self.probabilities.max(0)
-        return names[int(i)], float(p)
-
-
-@dataclass
-class Comparison:
-    """Whether the shared layers' maps came out the same through both models (``torch.equal``)."""
-
-    equal: dict[str, bool]
-    max_difference: dict[str, float]
-
 
 def load_model(path: str | os.PathLike) -> Model:
     """A checkpoint of ours as a network ready for inference; anything else is a one-line ``UserError``."""
@@ -99,10 +86,3 @@ def run(model: Model, image: Tensor) -> Output:
         for hook in hooks:
             hook.remove()
     return Output(probabilities, {name: m.contiguous() for name, m in maps.items()})
-
-
-def compare(a: Output, b: Output) -> Comparison:
-    """Bit-for-bit equality of each shared layer's maps through the two models, and the largest difference."""
-    equal = {name: torch.equal(a.maps[name], b.maps[name]) for name in SHARED_LAYERS}
-    diff = {name: float((a.maps[name] - b.maps[name]).abs().max()) for name in SHARED_LAYERS}
-    return Comparison(equal, diff)
