@@ -24,6 +24,7 @@ from lit_transfer.demo.drawing import decode, drawing_pad
 from lit_transfer.demo.inference import SHARED_LAYERS, Model, load_model, run
 from lit_transfer.demo.pictures import feature_tiles
 from lit_transfer.demo.runs import find_checkpoints
+from lit_transfer.demo.teach_tab import TeachTab
 from lit_transfer.errors import UserError
 from lit_transfer.images import load_mnist, to_mnist
 
@@ -165,6 +166,8 @@ class Demo:
             with gr.Tabs():
                 with gr.Tab("Try a digit", id="try"):
                     self._try_tab()
+                with gr.Tab("Teach new symbols", id="teach"):
+                    self.teach = TeachTab(self.state)
                 for stage in STAGES:
                     with gr.Tab(f"{views.STAGE_NAMES[stage]}'s run", id=f"{stage}-run"):
                         self._run_tab(stage)
