@@ -210,24 +210,22 @@ class TeachTab:
                 self.chosen = gr.Dropdown(
                     [], label="Class of the next example", allow_custom_value=True, elem_id="teach-class"
                 )
-                with gr.Tabs():
-                    with gr.Tab("Draw"):
-                        self.pad = drawing_pad(elem_id="teach-draw")
-                        with gr.Row():
-                            self.add_button = gr.Button("Add example", elem_id="teach-add")
-                            self.add_test_button = gr.Button("Add as a test example", elem_id="teach-add-test")
-                    with gr.Tab("Upload images"):
-                        self.upload = gr.File(
-                            label="Image files of the chosen class",
-                            file_count="multiple",
-                            file_types=["image"],
-                            elem_id="teach-upload",
-                        )
+                # no inner tabs: the page's other tabs are named Draw and Upload
+                self.pad = drawing_pad(elem_id="teach-draw")
+                with gr.Row():
+                    self.add_button = gr.Button("Add example", elem_id="teach-add")
+                    self.add_test_button = gr.Button("Add as a test example", elem_id="teach-add-test")
+                self.upload = gr.File(
+                    label="Or drop image files of the chosen class",
+                    file_count="multiple",
+                    file_types=["image"],
+                    elem_id="teach-upload",
+                )
             with gr.Column():
                 self.gallery = gr.Gallery(
                     label="Examples (as the networks see them, 28x28)", columns=8, height=260, elem_id="teach-examples"
                 )
-                self.clear_button = gr.Button("Clear the examples", size="sm")
+                self.clear_button = gr.Button("Remove all examples", size="sm")
                 self.teach_button = gr.Button("Teach", variant="primary", elem_id="teach-button")
                 self.message = gr.Markdown("No examples yet.", elem_id="teach-message")
         gr.Markdown("#### Try the taught models: draw one of your classes")
