@@ -132,7 +132,7 @@ class Taught:
     names: list[str]
     transferred: L.Trainer
     scratch: L.Trainer
-    seconds: float  # the two fits, without the accuracy estimate
+    seconds: dict[str, float]  # each model's fit (no accuracy estimate)
     correct: dict[str, int] | None = None  # per model ("transferred", "scratch"): held-out examples right
     held_out: int = 0  # how many examples that accuracy counts
     estimate: str = ""  # how: "held-out examples" or "k-fold cross-validation"
@@ -151,11 +151,12 @@ def teach(
     share: float = 1.0,
 ) -> Taught:
     """Fit both models on all the examples; ``progress`` goes from 0 to ``share``."""
-    start = time.perf_counter()
-    models = {}
+    models, seconds = {}, {}
     for i, (key, what, src) in enumerate((("transferred", "Transferred", source), ("scratch", "From scratch", None))):
+        start = time.perf_counter()
         models[key] = fit(data, src, seed, [_Report(progress, i * share / 2, share / 2, what)])
-    return Taught(data.class_names, models["transferred"], models["scratch"], time.perf_counter() - start)
+        seconds[key] = time.perf_counter() - start
+    return Taught(data.class_names, models["transferred"], models["scratch"], seconds)
 
 
 def folds(labels: Tensor) -> int:

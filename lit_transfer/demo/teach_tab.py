@@ -158,8 +158,9 @@ class TeachTab:
         if old is not None:
             shutil.rmtree(old.checkpoint.parent, ignore_errors=True)
         done = (
-            f"Taught **{', '.join(names)}** from {len(train)} examples in {taught.seconds:.1f} s (both models, "
-            f"{teach.STEPS} steps each, from stage one `{source}`). Draw below: both answer."
+            f"Taught **{', '.join(names)}** from {len(train)} examples, {teach.STEPS} steps each: transferred from "
+            f"stage one `{source}` in {taught.seconds['transferred']:.1f} s, from scratch in "
+            f"{taught.seconds['scratch']:.1f} s. Draw below: both answer."
         )
         cleared = {self.probs[k]: gr.Label(None, label=MODELS[k]) for k in MODELS} | {t: "" for t in self.top.values()}
         yield {
