@@ -229,8 +229,8 @@ MUTATIONS = [
     Mutation(
         "the taught model's backbone not frozen (no FreezeFeatures)",
         "lit_transfer/demo/teach.py",
-        "callbacks=[*([FreezeFeatures()] if transfer else []), *(callbacks or [])],",
-        "callbacks=[*(callbacks or [])],",
+        "            *([FreezeFeatures()] if transfer else []),\n",
+        "",
         ["tests/test_demo.py::test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_command_line"],
     ),
 ]

@@ -1,7 +1,7 @@
 """The two stages' models on one image: class probabilities and the frozen layers' feature maps through each.
 
 A model is loaded as ``predict`` runs it (``TransferModule`` from a weights-only checkpoint, evaluation mode, the
-CPU's fast layers swapped in by ``to_fast_cpu_layers`` as ``TransferModule.setup`` does, the probabilities of
+CPU's fast layers swapped in by ``to_fast_cpu_layers`` as the FastCpuLayers callback does, the probabilities of
 ``predict_step``), so the page shows the probabilities ``predict`` writes for the same image file.
 """
 

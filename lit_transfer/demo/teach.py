@@ -23,7 +23,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_transfer import speed
 from lit_transfer.callbacks import FreezeFeatures
+from lit_transfer.checkpoint import CheckpointMarker
+from lit_transfer.divergence import LossWatch
 from lit_transfer.loader import EpochSampler, TensorBatches
 from lit_transfer.module import TransferModule
 
@@ -107,7 +110,15 @@ def fit(
         accelerator="cpu",
         devices=1,
         max_epochs=1,  # of data.steps steps
-        callbacks=[*([FreezeFeatures()] if transfer else []), *(callbacks or [])],
+        # as the command line: FreezeFeatures first, then the speed pieces (the feature cache serves the frozen
+        # backbone's features); the marker that makes the checkpoint one of ours; the NaN watch
+        callbacks=[
+            *([FreezeFeatures()] if transfer else []),
+            *speed.callbacks(),
+            CheckpointMarker(),
+            LossWatch(),
+            *(callbacks or []),
+        ],
         logger=False,  # no run folder, no logs: the page shows what matters
         enable_checkpointing=False,  # the page saves the one checkpoint it offers (save_checkpoint)
         enable_progress_bar=False,
