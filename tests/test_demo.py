@@ -376,10 +376,30 @@ def test_two_sessions_teaching_at_once_keep_their_own_models(server, tmp_path):
     sessions = {"plus, minus": client(server), "times, minus, plus": client(server)}
     for classes, session in sessions.items():
         add_symbols(session, dict.fromkeys(classes.split(", "), 3), seed=len(classes))
+    # the second session also draws a test example of each class and drops an image file as one more example
+    rng = random.Random(9)
+    three = sessions["times, minus, plus"]
+    for name in ("times", "minus", "plus"):
+        added = three.predict(data_url(picture(strokes(name, rng))), name, "times, minus, plus", api_name="/add_test")
+        assert f"Added 1 test example of **{name}**" in added[1], added
+    picture(strokes("times", rng)).save(tmp_path / "times.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    from gradio_client import handle_file
+
+    files = [handle_file(str(tmp_path / "broken.png"))]
+    assert (
+        "broken.png is not a readable image"
+        in three.predict(files, "times", "times, minus, plus", api_name="/add_files")[1]
+    )
+    files = [handle_file(str(tmp_path / "times.png"))]
+    added = three.predict(files, "times", "times, minus, plus", api_name="/add_files")[1]
+    assert "Examples: times 4, minus 3, plus 3; test examples: 3." in added, added
     jobs = {classes: session.submit(classes, api_name="/teach") for classes, session in sessions.items()}
     for classes, job in jobs.items():
         out = taught(job.result(timeout=300))
         assert out["message"].startswith(f"Taught **{classes}**"), out
+        how = "on the 3 test examples you drew" if classes == "times, minus, plus" else "3-fold cross-validation"
+        assert how in out["accuracy"], out
         meta = load_checkpoint(out["download"]["path"])["lit_transfer"]
         assert meta["classes"] == classes.split(", ")
         answer = sessions[classes].predict(
