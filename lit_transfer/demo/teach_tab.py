@@ -277,7 +277,7 @@ class TeachTab:
             [*added, self.download, self.accuracy, *tried],
             api_name="teach",
             concurrency_limit=2,  # two sessions teach at once (a second press in one session is told to wait)
-            show_progress="minimal",
+            show_progress="full",  # the progress bar and its steps over the outputs while it trains
         )
         self.try_pad.change(
             self.predict,
