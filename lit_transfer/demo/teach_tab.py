@@ -112,7 +112,14 @@ class TeachTab:
         state = {**state, "examples": []}
         return {self.state: state, self.gallery: [], self.message: "No examples yet."}
 
-    def on_teach(self, text: str, state: dict, stages: dict, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio's way)
+    def on_teach(
+        self,
+        text: str,
+        state: dict,
+        stages: dict,
+        request: gr.Request,
+        progress=gr.Progress(),  # noqa: B008 (Gradio's way to give a handler the page's progress bar)
+    ):
         """Teach both models (a generator: the page shows the models before the held-out estimate is done)."""
         session = getattr(request, "session_hash", None) or "?"
         with self.busy_lock:
