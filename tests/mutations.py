@@ -219,6 +219,20 @@ MUTATIONS = [
         "        pass",
         ["tests/test_study.py -k without_ray"],
     ),
+    Mutation(
+        "Teach pressed twice at once in one session: both run",
+        "lit_transfer/demo/teach_tab.py",
+        "            if session in self.busy:",
+        "            if False:",
+        ["tests/test_demo.py::test_bad_teaching_input_gets_one_message_each"],
+    ),
+    Mutation(
+        "the taught model's backbone not frozen (no FreezeFeatures)",
+        "lit_transfer/demo/teach.py",
+        "            *([FreezeFeatures()] if transfer else []),\n",
+        "",
+        ["tests/test_demo.py::test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_command_line"],
+    ),
 ]
 
 
