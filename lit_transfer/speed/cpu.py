@@ -1,4 +1,5 @@
-"""Process-wide CPU settings that make this small CNN train 1.6x faster on a CPU (measured: benchmarks/RESULTS.md).
+"""Process-wide CPU settings that make this small CNN train 1.6x faster on a CPU (measured: benchmarks/RESULTS.md),
+and the precision that suits this CPU, decided by its flags.
 
 Written by hand: they are one-line calls, but each needs its reason next to it, and no library bundles them.
 """
@@ -88,10 +89,11 @@ def default_precision(cpuinfo: str | None = None) -> str:
     """The precision to train this CNN in on this CPU, by a feature test: ``"bf16-mixed"`` with AMX, else
     ``"32-true"``.
 
-    Measured (benchmarks/RESULTS.md): bf16-mixed trained stage one 1.66x faster than 32-bit on a 2-core Xeon with
-    AMX, and slower on both CPUs with AVX512-BF16 but no AMX (an AMD EPYC; a Xeon whose hypervisor hides AMX),
-    where oneDNN's bf16 matrix products run no faster than float32 ones. A feature test, not a timed probe: the
-    choice must not depend on the machine's load, or two runs of one command could train differently.
+    Measured (benchmarks/RESULTS.md, issue 25): with AMX (a 2-core Xeon), bf16-mixed trained stage one 1.66x faster
+    than 32-bit. Without AMX it was slower on both CPUs measured, which have AVX512-BF16: an AMD EPYC (3.3x
+    slower) and a Xeon whose hypervisor hides AMX (a step 1.16x the CPU time, oneDNN's bf16 GEMM at 0.65x the
+    float32 rate). A feature test, not a timed probe: the choice must not depend on the machine's load, or two
+    runs of one command on one machine could train differently. The user's ``--trainer.precision`` wins.
     """
     return "bf16-mixed" if amx_bf16(cpuinfo) else "32-true"
 
