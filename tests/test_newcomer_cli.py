@@ -25,7 +25,7 @@ def test_help_lists_every_command_in_whole_sentences() -> None:
     done = cli_output("--help")
     assert done.returncode == 0
     for command in COMMANDS:
-        (line,) = [line for line in done.stdout.splitlines() if line.split()[:1] == [command] or command in line[:40]]
+        (line,) = [line for line in done.stdout.splitlines() if line.split()[:1] == [command] or f" {command}:" in line]
         assert line.rstrip().endswith("."), line  # one whole sentence, not cut off
     assert "usage: python -m lit_transfer" in done.stdout
 
