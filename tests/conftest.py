@@ -16,6 +16,8 @@ from lit_transfer.speed.cpu import flush_denormals
 
 flush_denormals()  # as `python -m lit_transfer` does, before any test starts torch's CPU threads
 
+pytest_plugins = ["process_guard"]  # processes the tests start: signals at their defaults, none left behind
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 REAL_MNIST = os.environ.get("LIT_TRANSFER_MNIST_ROOT")  # set by .ci/run to the folder that holds MNIST/raw/
