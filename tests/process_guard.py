@@ -41,15 +41,14 @@ def default_signals() -> None:
 def started(cmd: list[str], **popen: object) -> Iterator[subprocess.Popen]:
     """``subprocess.Popen(cmd, **popen)`` as a process group of its own (``os.killpg(proc.pid, ...)`` signals it and
     all it started, as a terminal's Ctrl-C does), SIGINT and SIGTERM at their defaults (unless ``preexec_fn`` says
-    otherwise); on the way out the whole group is killed, then the process reaped and its pipes closed."""
+    otherwise); on the way out the whole group is killed and the process reaped."""
     proc = subprocess.Popen(cmd, start_new_session=True, **{"preexec_fn": default_signals, **popen})
     try:
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):  # nothing left in the group
             os.killpg(proc.pid, signal.SIGKILL)
-        with proc:  # Popen.__exit__: closes the pipes, waits
-            pass
+        proc.wait()  # its pipes stay with their reader (a thread may still be draining one)
 
 
 def run(cmd: list[str], timeout: float, capture_output: bool = False, **popen: object) -> subprocess.CompletedProcess:
@@ -60,6 +59,13 @@ def run(cmd: list[str], timeout: float, capture_output: bool = False, **popen: o
     with started(cmd, **popen) as proc:
         stdout, stderr = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--leftover-grace-s", type=float, default=GRACE_S,
+        help="seconds the end-of-session check waits for processes the tests started to exit",
+    )  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,7 +98,7 @@ def no_process_left_behind(pytestconfig: pytest.Config) -> Iterator[None]:
     if not Path("/proc/self/environ").exists():  # not Linux: nothing to look at
         return
     token = pytestconfig.stash[TOKEN]
-    deadline = time.monotonic() + GRACE_S
+    deadline = time.monotonic() + pytestconfig.getoption("leftover_grace_s")
     while (left := ours(token)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, "processes the tests started are still running:\n" + "\n".join(
