@@ -105,15 +105,16 @@ def test_stopped_study_keeps_its_runs_and_the_same_command_continues(executor: s
     match = [] if executor == "ray" else ["--trainer.callbacks.match=transfer"]  # sequential: after its source
     args = study(data, out, runs, "--trainer.callbacks+=crash.HangAt", "--trainer.callbacks.step=2",
                  f"--trainer.callbacks.once={marker}", *match, executor=executor)  # fmt: skip
-    # The signal goes to the whole process group: a terminal's Ctrl-C reaches every process of its foreground
-    # command, SLURM's SIGTERM every process of the job (Ray's processes too). process_guard.started gives the study
+    # Ctrl-C goes to the whole process group, as a terminal's reaches every process of its foreground command (Ray
+    # blocks SIGINT in its own). SIGTERM goes to the study's process only (`kill PID`; Kubernetes signals a
+    # container's main process): the study must stop Ray's processes itself. process_guard.started gives the study
     # SIGINT at its default, as a terminal's foreground command has it, whatever this pytest inherited.
     with shell(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as first:
         deadline = time.monotonic() + 240
         while not (marker.exists() and done(out)):  # a run waits after its checkpoint at step 2, another finished
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.2)
-        os.killpg(first.pid, signum)
+        os.killpg(first.pid, signum) if signum == signal.SIGINT else first.send_signal(signum)
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 1 and stderr.strip().splitlines()[-1] == INTERRUPTED, stderr[-3000:]
     attempt = Path(marker.read_text()).relative_to(out)  # .../seed0/version_0 of the run caught mid-way
