@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from helpers import common_args, folder_args, only_run, results, run_cli, write_image_folder, write_mnist
 
+pytest_plugins = ["process_guard"]  # processes the tests start: signals at their defaults, none left behind
+
 
 @pytest.fixture
 def mnist_root(tmp_path: Path) -> Path:

@@ -10,6 +10,8 @@ import time
 import lightning as L
 import torch
 
+from lit_transfer.callbacks.interrupt import Interrupt
+
 
 def first_time(once: str | None, trainer: L.Trainer) -> bool:
     """True unless the marker file ``once`` exists; creates it (naming this run's folder) the first time, so that
@@ -39,15 +41,18 @@ class KillAt(L.Callback):
 
 
 class HangAt(L.Callback):
-    """Stop making progress after optimizer step ``step`` until the process is stopped (Ctrl-C, a kill), the first
-    time any run gets there (``once``): a run caught mid-way for the interruption tests."""
+    """Stop making progress before optimizer step ``step + 1`` until the process is signalled (Ctrl-C, SIGTERM: the
+    run's ``Interrupt`` has a stop requested, and saves ``last.ckpt`` of step ``step + 1`` then) or killed, in runs
+    whose folder contains ``match``, the first time any run gets there (``once``): a run caught mid-way for the
+    interruption tests."""
 
-    def __init__(self, step: int, once: str) -> None:
-        self.step, self.once = step, once
+    def __init__(self, step: int, once: str, match: str = "") -> None:
+        self.step, self.once, self.match = step, once, match
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if trainer.global_step == self.step and first_time(self.once, trainer):
-            while True:
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        here = trainer.global_step == self.step and self.match in str(trainer.default_root_dir)
+        if here and first_time(self.once, trainer):
+            while not any(cb.requested for cb in trainer.callbacks if isinstance(cb, Interrupt)):
                 time.sleep(0.1)
 
 

@@ -3,9 +3,9 @@ And the precision chosen for a CPU by its flags: bf16 only where AMX multiplies 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
+import process_guard
 import pytest
 
 from lit_transfer.speed.cpu import amx_bf16, default_precision
@@ -26,9 +26,11 @@ print(denormals_leak(), any("started before denormal floats were flushed" in str
 
 @pytest.mark.parametrize("pool_first", [False, True])
 def test_flush_reaches_every_thread_only_when_set_first(pool_first: bool) -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE.format(pool_first=pool_first)], capture_output=True, text=True, check=True
-    ).stdout.split()
+    done = process_guard.run(
+        [sys.executable, "-c", PROBE.format(pool_first=pool_first)], timeout=120, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout.split()
     # set first: no thread computes denormals, no warning; set late: the worker leaks, and tune_cpu says so
     assert out == [str(pool_first), str(pool_first)]
 

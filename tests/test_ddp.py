@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import process_guard
 import pytest
 import torch
 from helpers import REPO, common_args, only_run, results, run_cli
@@ -20,7 +21,8 @@ def cli_subprocess(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO / "tests")}
     env.pop("LIT_TRANSFER_RUN_DIR", None)
     cmd = [sys.executable, "-m", "lit_transfer", *map(str, args)]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # process_guard.run: a timeout kills rank 1's process too, not only the launcher
+    done = process_guard.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 

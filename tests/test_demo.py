@@ -20,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+import process_guard
 import pytest
 import torch
 from demo_page import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, Page, assert_same_answers
@@ -79,28 +80,28 @@ def serving(root: Path, *args: str):
     command = [sys.executable, "-m", "lit_transfer", "demo", *args, "--port", "0"]
     # Gradio keeps uploads and answers in GRADIO_TEMP_DIR (/tmp/gradio by default): the test's own folder instead
     env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(root / "gradio")}
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     log: list[str] = []
+    # process_guard.started: the server's whole process group is killed on the way out, failures included
+    with process_guard.started(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
 
-    def read() -> None:  # keeps draining the pipe so the server never blocks on a full one
-        for line in proc.stdout:
-            log.append(line)
-            lines.put(line)
+        def read() -> None:  # keeps draining the pipe so the server never blocks on a full one
+            for line in proc.stdout:
+                log.append(line)
+                lines.put(line)
 
-    threading.Thread(target=read, daemon=True).start()
-    url = None
-    try:
-        while url is None:
-            line = lines.get(timeout=120)
-            if (found := re.search(r"serving on (http://\S+)", line)) is not None:
-                url = found.group(1)
+        threading.Thread(target=read, daemon=True).start()
+        url = None
+        try:
+            while url is None:
+                line = lines.get(timeout=120)
+                if (found := re.search(r"serving on (http://\S+)", line)) is not None:
+                    url = found.group(1)
+        except queue.Empty:
+            pytest.fail("the demo did not start within 120 s:\n" + "".join(log))
         yield {"url": url, "process": proc, "log": log}
-    except queue.Empty:
-        pytest.fail("the demo did not start within 120 s:\n" + "".join(log))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import process_guard
 import pytest
 import torch
 from helpers import REPO, common_args, only_run, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lit_transfer.callbacks.interrupt import Interrupt
 from lit_transfer.speed.cpu import bf16_note
 
 
@@ -97,9 +99,9 @@ def test_top_level_optimizer_options_point_at_the_model_ones(option: str, mnist_
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO / "tests")}
     env.pop("LIT_TRANSFER_RUN_DIR", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "lit_transfer", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+    # process_guard.run: SIGINT at its default, as in a terminal (the Ctrl-C test below), whatever pytest inherited
+    command = [sys.executable, "-m", "lit_transfer", *args]
+    done = process_guard.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if check:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return done
@@ -136,6 +138,21 @@ def test_interrupted_run_saves_and_prints_the_command_that_resumes_it(signum, mn
     assert resumed["global_step"] == reference["global_step"] == 18
     for key, value in reference["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def test_interrupt_leaves_an_ignored_sigint_ignored() -> None:
+    # A shell script's background job starts with SIGINT ignored, on purpose (lit_transfer/study/stop.py): a Ctrl-C
+    # meant for the script's foreground command must not stop it. SIGTERM (a scheduler's) is still caught.
+    interrupt = Interrupt([])
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        interrupt.on_train_start(None, None)  # type: ignore[arg-type]  # it uses neither
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == interrupt._request
+    finally:
+        interrupt.restore()
+        signal.signal(signal.SIGINT, before)
+    assert signal.getsignal(signal.SIGTERM) != interrupt._request
 
 
 def test_evaluation_uses_the_checkpoints_own_digits_and_frozen_counts(mnist_root: Path, tmp_path: Path) -> None:

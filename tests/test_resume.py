@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
+import process_guard
 import pytest
 import torch
 from helpers import REPO, common_args, only_run, results, write_mnist
@@ -19,7 +19,7 @@ def cli(*args: str, expect_kill: bool = False) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO / "tests")}
     env.pop("LIT_TRANSFER_RUN_DIR", None)
     cmd = [sys.executable, "-m", "lit_transfer", *map(str, args)]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = process_guard.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if expect_kill:
         assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     else:
@@ -110,7 +110,7 @@ def test_ddp_resumes_after_one_process_is_killed(data: Path, tmp_path: Path, ref
     whole_weights, whole = final(only_run(runs / "whole"), steps=9)
     # Rank 1 dies mid-epoch 1 (each rank takes 3 steps per epoch: 9 in all, last.ckpt every 4).
     kill_rank_1 = ["--trainer.callbacks+=crash.KillAt", "--trainer.callbacks.step=5", "--trainer.callbacks.rank=1"]
-    killed = subprocess.run(
+    killed = process_guard.run(
         [sys.executable, "-m", "lit_transfer", *stage(data, runs, "a"), *ddp, *kill_rank_1],
         cwd=REPO,
         env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO / "tests")},

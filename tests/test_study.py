@@ -9,10 +9,10 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+import process_guard
 import pytest
 from helpers import REPO, write_mnist
 from matplotlib.image import imread
@@ -216,8 +216,9 @@ def test_ray_executor_without_ray_says_how_to_install_it(monkeypatch, tmp_path: 
 
 
 def test_bad_preset_from_the_shell(tmp_path: Path) -> None:
-    result = subprocess.run(
+    result = process_guard.run(
         [sys.executable, "-m", "lit_transfer.study", "--preset", "bogus", "--out", str(tmp_path)],
+        timeout=120,
         capture_output=True,
         text=True,
         cwd=REPO,

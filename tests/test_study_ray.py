@@ -1,7 +1,8 @@
 """The study's runs as Ray tasks (``--executor ray``): the sequential study's numbers, runs on both nodes of a
-cluster, a killed process retried and continued, a failing run reported while the rest complete, Ctrl-C and
-continue; and the sequential study continuing a killed run from its own ``last.ckpt``. Tiny synthetic data: each
-run is 1 epoch of 4 steps (54 images, batch 16) with ``last.ckpt`` every 2 steps, deterministic."""
+cluster, a killed process retried and continued, a failing run reported while the rest complete; Ctrl-C or SIGTERM
+and continue, with either executor; and the sequential study continuing a killed run from its own ``last.ckpt``.
+Tiny synthetic data: each run is 1 epoch of 4 steps (54 images, batch 16) with ``last.ckpt`` every 2 steps,
+deterministic."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers import REPO, write_mnist
+from process_guard import started
 
 from lit_transfer.study.runner import main
 
@@ -27,6 +29,7 @@ NUMBERS = ["digits", "epochs", "test_acc", "test_loss", "train_images", "train_p
 CHECKPOINTS = ["--trainer.deterministic=true", "--last_checkpoint.every_n_train_steps=2"]
 BOTH = ["--preset", "seed", "--seeds", "1", "--epochs", "1"]  # 4 runs: a source and a transfer run per direction
 ONE = [*BOTH, "--directions", "[59to04]"]
+INTERRUPTED = "lit_transfer.study: interrupted: run the same command again to continue where it stopped"
 
 
 def study(data: Path, out: Path, runs: list[str], *faults: str, executor: str = "sequential") -> list[str]:
@@ -47,9 +50,11 @@ def done(out: Path) -> dict[str, dict]:
     return {str(p.parent.relative_to(out)): json.loads(p.read_text()) for p in out.glob("runs/**/done.json")}
 
 
-def shell(*args: str, **kwargs) -> subprocess.Popen:
+def shell(*args: str, **kwargs):
+    """``python -m lit_transfer.study`` in a process group of its own, ended with everything in it on the way out
+    (process_guard.started)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO / "tests"), "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.Popen([sys.executable, "-m", "lit_transfer.study", *args], cwd=REPO, env=env, text=True, **kwargs)
+    return started([sys.executable, "-m", "lit_transfer.study", *args], cwd=REPO, env=env, text=True, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -89,33 +94,42 @@ def ray_study(cluster, data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
-@needs_ray
-def test_ctrl_c_then_the_same_command_continues(data: Path, reference, tmp_path: Path) -> None:
-    # Its own local Ray instance (no --ray_address), as from a terminal; first in this file, before the cluster.
-    out, marker = tmp_path / "out", tmp_path / "hung"
-    args = study(data, out, BOTH, "--trainer.callbacks+=crash.HangAt", "--trainer.callbacks.step=3",
-                 f"--trainer.callbacks.once={marker}", executor="ray")  # fmt: skip
-    # A terminal's Ctrl-C goes to the whole foreground process group: the study, and Ray's processes it started.
-    first = shell(*args, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not (marker.exists() and done(out)):  # a run hangs after its checkpoint at step 2, another has finished
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGINT)
-    _, stderr = first.communicate(timeout=120)
-    assert first.returncode == 1 and stderr.strip().splitlines()[-1].startswith("lit_transfer.study: interrupted")
+@pytest.mark.parametrize("executor", ["sequential", pytest.param("ray", marks=needs_ray)])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopped_study_keeps_its_runs_and_the_same_command_continues(executor: str, signum: int, data: Path,
+                                                                     reference, tmp_path: Path) -> None:  # fmt: skip
+    # Ray: its own local Ray instance (no --ray_address), as from a terminal; first in this file, before the cluster.
+    # Both directions under Ray: a source run is caught mid-way while the other direction's runs finish beside it.
+    out, marker = tmp_path / "out", tmp_path / "caught"
+    runs, total = (BOTH, 4) if executor == "ray" else (ONE, 2)
+    match = [] if executor == "ray" else ["--trainer.callbacks.match=transfer"]  # sequential: after its source
+    args = study(data, out, runs, "--trainer.callbacks+=crash.HangAt", "--trainer.callbacks.step=2",
+                 f"--trainer.callbacks.once={marker}", *match, executor=executor)  # fmt: skip
+    # Ctrl-C goes to the whole process group, as a terminal's reaches every process of its foreground command (Ray
+    # blocks SIGINT in its own). SIGTERM goes to the study's process only (`kill PID`; Kubernetes signals a
+    # container's main process): the study must stop Ray's processes itself. process_guard.started gives the study
+    # SIGINT at its default, as a terminal's foreground command has it, whatever this pytest inherited.
+    with shell(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as first:
+        deadline = time.monotonic() + 240
+        while not (marker.exists() and done(out)):  # a run waits after its checkpoint at step 2, another finished
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+        os.killpg(first.pid, signum) if signum == signal.SIGINT else first.send_signal(signum)
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 1 and stderr.strip().splitlines()[-1] == INTERRUPTED, stderr[-3000:]
     attempt = Path(marker.read_text()).relative_to(out)  # .../seed0/version_0 of the run caught mid-way
     kept = done(out)
-    assert str(attempt.parent) not in kept and 1 <= len(kept) < 4
+    assert str(attempt.parent) not in kept and 1 <= len(kept) < total
+    assert (out / attempt / "checkpoints/last.ckpt").is_file()
 
-    again = shell(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    console, stderr = again.communicate(timeout=240)
+    with shell(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as again:
+        console, stderr = again.communicate(timeout=240)
     assert again.returncode == 0, stderr[-3000:]
-    assert f"{len(kept)} already done, {4 - len(kept)} to go" in console
+    assert f"{len(kept)} already done, {total - len(kept)} to go" in console
     after = done(out)
     assert all(after[folder] == record for folder, record in kept.items())  # the finished runs were not run again
     assert after[str(attempt.parent)]["continued_from"] == str(attempt / "checkpoints/last.ckpt")
-    assert numbers(out) == reference
+    assert numbers(out) == {k: v for k, v in reference.items() if executor == "ray" or k[0] == "5-9 -> 0-4"}
 
 
 @needs_ray
@@ -207,8 +221,8 @@ def test_sequential_study_continues_a_killed_run_from_its_checkpoint(data: Path,
     out, marker = tmp_path / "out", tmp_path / "killed"
     kill = ["--trainer.callbacks+=crash.KillAt", "--trainer.callbacks.step=3", f"--trainer.callbacks.once={marker}"]
     args = study(data, out, ONE, *kill)
-    killed = shell(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert killed.wait(timeout=240) == -signal.SIGKILL  # the whole study process, in the source run's step 3
+    with shell(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as killed:
+        assert killed.wait(timeout=240) == -signal.SIGKILL  # the whole study process, in the source run's step 3
     main(args)
     record = done(out)["runs/59to04/pretrain/labelsall/seed0"]
     assert record["continued_from"] == "runs/59to04/pretrain/labelsall/seed0/version_0/checkpoints/last.ckpt"

@@ -5,7 +5,8 @@ checkpoint of that moment. Here the signal only sets a flag; at the end of the b
 state: the step is done and counted) the callback writes ``last.ckpt`` as every ``--last_checkpoint`` save does,
 writes out the logs and stops with ``Interrupted``, whose message is the command that resumes exactly (same final
 weights as an uninterrupted run in deterministic mode: tests/test_lightning_conventions.py). A second Ctrl-C
-stops at once.
+stops at once. A signal the process was started with ignored (SIGINT in a shell script's background job) stays
+ignored.
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ class Interrupt(L.Callback):
             return
         self.requested = None
         for signum in self.SIGNALS:
-            self._previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, self._request)
+            previous = signal.getsignal(signum)
+            # An ignored signal stays ignored, as Python leaves an ignored SIGINT: a shell without job control starts
+            # a background job so on purpose, for a Ctrl-C meant for its foreground command (lit_transfer/study/stop.py)
+            if previous != signal.SIG_IGN:
+                self._previous[signum] = previous
+                signal.signal(signum, self._request)
 
     def _request(self, signum: int, frame: object) -> None:
         if self.requested is not None and signum == signal.SIGINT:

@@ -30,6 +30,11 @@ class RunFailed(UserError):
     on, and the study exits non-zero at the end."""
 
 
+class RunStopped(UserError):
+    """One run was stopped by a signal (Ctrl-C, SIGTERM; callbacks/interrupt.py saved its ``last.ckpt`` first): the
+    sequential study stops as on Ctrl-C; the same command continues the run."""
+
+
 def finished(root: Path, run: Run) -> dict[str, Any] | None:
     """The run's ``done.json`` when the ``results.json`` it points at (and a source run's checkpoint) still exist."""
     done = root / run.folder / "done.json"
@@ -63,7 +68,7 @@ def execute(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | N
     An earlier attempt that was cut short (the process killed, Ctrl-C) left a ``last.ckpt``: the run continues from
     it (``fit --ckpt_path``, the CLI's same-stage resume) and ends with the numbers of an uninterrupted run; without
     one, the attempt's leftovers are removed and the run starts over. ``where`` (executor, host) goes into
-    ``done.json``. Raises ``RunFailed`` for a failure of this run, ``UserError`` when it was stopped (Ctrl-C).
+    ``done.json``. Raises ``RunFailed`` for a failure of this run, ``RunStopped`` when it was stopped (Ctrl-C, SIGTERM).
     """
     folder = root / run.folder
     resume = last_checkpoint(folder)
@@ -84,9 +89,9 @@ def execute(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | N
                 why = err.code if isinstance(err.code, str) else "the command line was refused"
                 print(why, file=sys.stderr)  # into the log too, where a shell would have shown it
                 raise RunFailed(f"{run.folder.as_posix()}: {why} (log: {log_path})") from None
-            raise UserError(
-                f"run {run.folder.as_posix()} stopped (exit status {err.code}, e.g. Ctrl-C): run the study again "
-                "to continue"
+            raise RunStopped(  # Interrupted's 128 + signal number, or Lightning's 1 after a KeyboardInterrupt
+                f"run {run.folder.as_posix()} stopped (exit status {err.code}, e.g. Ctrl-C or SIGTERM): run the study "
+                "again to continue"
             ) from None
         except Exception as err:  # a crash of this run only: its traceback to its log, the study goes on
             traceback.print_exc(file=log)

@@ -27,6 +27,7 @@ from lit_transfer.study.plan import Run
 from lit_transfer.study.progress import ProgressLine, duration, time_left
 from lit_transfer.study.report import write_csv
 from lit_transfer.study.stats import row
+from lit_transfer.study.stop import keep_sigterm_handler
 
 RETRIES = 3  # attempts after the first when a run's process dies (Ray's default, stated): each continues the run
 POLL_S = 1.0  # how often the driver looks for news (and notices Ctrl-C) while runs are in flight
@@ -49,15 +50,16 @@ def connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     try:
-        if address or os.environ.get("RAY_ADDRESS"):
-            # log_to_driver off: a run's output goes to its log.txt, the console keeps the study's progress line
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # A new local instance for this study only ("local": plain ray.init() would join a cluster that
-            # `ray start` left on this machine; --ray_address auto does that on purpose), without a dashboard (a web
-            # server nobody asked for) or usage statistics sent on the user's behalf unless they opted in.
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        with keep_sigterm_handler():  # ray.init's own SIGTERM handler exits without a word: the study's goes back
+            if address or os.environ.get("RAY_ADDRESS"):
+                # log_to_driver off: a run's output goes to its log.txt, the console keeps the study's progress line
+                ray.init(address=address, log_to_driver=False)
+            else:
+                # A new local instance for this study only ("local": plain ray.init() would join a cluster that
+                # `ray start` left on this machine; --ray_address auto does that on purpose), without a dashboard (a
+                # web server nobody asked for) or usage statistics sent on the user's behalf unless they opted in.
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+                ray.init(address="local", include_dashboard=False, log_to_driver=False)
     except ConnectionError as err:
         fix = "start one with `ray start --head` and pass the address it prints"
         if os.environ.get("RAY_AUTH_MODE") != "token":
@@ -171,9 +173,10 @@ def collect(
     records, failed, running = dict(records), {}, set()
     walls = {run: record["wall_s"] for run, record in records.items()}
     line, start = ProgressLine(), time.perf_counter()
-    # Ctrl-C: nothing to cancel by hand. Ray ends a driver's tasks, killing their processes, when it disconnects
-    # (or stops the local instance); each run cut short continues from its last.ckpt next time. (ray.cancel here
-    # raced with Ray's own processes, which a terminal's Ctrl-C reaches too, and crashed the driver: Ray 2.60.)
+    # Ctrl-C or SIGTERM (stop.py): nothing to cancel by hand. Ray ends a driver's tasks, killing their processes,
+    # when it disconnects (or stops the local instance); each run cut short continues from its last.ckpt next time.
+    # (ray.cancel here raced with Ray's own processes, which a terminal's Ctrl-C reaches too, and crashed the driver:
+    # Ray 2.60.)
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)

@@ -24,10 +24,11 @@ from lit_transfer.errors import UserError
 from lit_transfer.files import atomic_write
 from lit_transfer.speed.cpu import flush_denormals
 from lit_transfer.study import sequential
-from lit_transfer.study.execute import finished
+from lit_transfer.study.execute import RunStopped, finished
 from lit_transfer.study.plan import DIRECTIONS, main_budget, plan
 from lit_transfer.study.report import write_csv, write_report
 from lit_transfer.study.stats import row
+from lit_transfer.study.stop import sigterm_as_ctrl_c
 
 QUICK_BUDGETS = [10, 100]  # labels per class: the two small budgets, where transfer matters most
 QUICK_SOURCE = 1000  # labels per source digit with --quick: the source runs took half of the quick study's time
@@ -192,13 +193,14 @@ def main(args: list[str] | None = None) -> Path:
     flush_denormals()  # before any parallel torch work (see lit_transfer/speed/cpu.py)
     parser = build_parser()
     try:
-        config = parser.parse_args(args)
-        config.pop("config", None)
-        return run_study(**config.as_dict())
+        with sigterm_as_ctrl_c():  # a scheduler's SIGTERM stops the study as Ctrl-C does (stop.py)
+            config = parser.parse_args(args)
+            config.pop("config", None)
+            return run_study(**config.as_dict())
+    except (KeyboardInterrupt, RunStopped):  # RunStopped: a run in this process stopped on the signal first
+        sys.exit("lit_transfer.study: interrupted: run the same command again to continue where it stopped")
     except UserError as err:
         sys.exit(f"lit_transfer.study: error: {err}")
-    except KeyboardInterrupt:
-        sys.exit("lit_transfer.study: interrupted: run the same command again to continue where it stopped")
     except ArgumentError as err:  # jsonargparse's parse errors, shown on one line
         sys.exit("lit_transfer.study: error: " + " ".join(line.strip() for line in str(err).splitlines()))
 
