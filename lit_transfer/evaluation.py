@@ -109,7 +109,8 @@ def prepare(subcommand: str, ckpt_path: str | None, model: L.LightningModule, da
         width = state["state_dict"]["head.fc2.weight"].shape[0] if "head.fc2.weight" in state["state_dict"] else 0
         names = class_names(meta)
         if data.num_classes != width and subcommand == "predict" and data.predict_path is not None:
-            model = type(model)(**{**model.hparams, "num_classes": width})  # predict on files: the checkpoint's own
+            settings = {k: v for k, v in model.hparams.items() if not k.startswith("_")}  # not LightningCLI's own
+            model = type(model)(**{**settings, "num_classes": width})  # predict on files: the checkpoint's own
         if model.hparams.num_classes != width and width:
             raise mismatch(ckpt_path, names or [str(i) for i in range(width)], data.class_names, "the data")
         expected = {k: v.shape for k, v in model.state_dict().items()}

@@ -51,7 +51,7 @@ def short(subcommand: str) -> str:
     parser = ArgumentParser(
         prog=f"python -m lit_transfer {subcommand}",
         usage=f"python -m lit_transfer {subcommand} [--config FILE] [--ckpt_path CKPT] [options]",
-        description=COMMANDS[subcommand],
+        description=COMMANDS[subcommand] + f" Every option: python -m lit_transfer {subcommand} --help-all.",
         epilog=(
             f"All options, Lightning's Trainer's included (~1,000 lines): python -m lit_transfer {subcommand} "
             "--help-all. Image folders: --data FolderDataModule (its options: --data.help FolderDataModule). "
@@ -65,10 +65,11 @@ def short(subcommand: str) -> str:
         help="A checkpoint: for fit, the same stage's to resume or another stage's to start from; otherwise the one "
         "to evaluate.",
     )
+    if subcommand == "fit":
+        options.add_freeze_arguments(parser.add_argument_group("Freezing, stage two's FreezeFeatures (--freeze.*)"))
     parser.add_class_arguments(DigitsDataModule, "data")
     parser.add_class_arguments(TransferModule, "model", skip={"num_classes"})
     if subcommand == "fit":
-        options.add_freeze_arguments(parser)
         parser.add_function_arguments(speed.callbacks, "speed")
         keep = {"every_n_train_steps", "monitor", "dirpath"}
         skip = set(inspect.signature(LastCheckpoint).parameters) - keep

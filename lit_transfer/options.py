@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import yaml
 from jsonargparse import ArgumentParser, Namespace
@@ -30,7 +31,7 @@ def refuse_top_level_optimizer(config: Namespace) -> None:
             )
 
 
-def add_freeze_arguments(parser: ArgumentParser) -> None:
+def add_freeze_arguments(parser: ArgumentParser | Any) -> None:
     """``--freeze.*``: set on the FreezeFeatures in ``--trainer.callbacks``, or on one added for them
     (``--trainer.callbacks.<option>`` would apply to the last callback in the list only)."""
     note = " Works whatever else is in --trainer.callbacks; on its own, turns freezing on."
