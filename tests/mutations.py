@@ -212,6 +212,13 @@ MUTATIONS = [
         "        pass",
         ["tests/test_study.py -k without_ray"],
     ),
+    Mutation(
+        "export --format pt2 without the class names",
+        "lit_transfer/export.py",
+        "torch.export.save(program, path, extra_files=info)",
+        "torch.export.save(program, path)",
+        ["tests/test_export.py -k 'fresh_process and pt2'"],
+    ),
 ]
 
 
