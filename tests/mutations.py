@@ -219,6 +219,13 @@ MUTATIONS = [
         "torch.export.save(program, path)",
         ["tests/test_export.py -k 'fresh_process and pt2'"],
     ),
+    Mutation(
+        "a torch/torchvision mismatch not checked before a command",
+        "lit_transfer/__main__.py",
+        "problem = setup_check.torchvision_problem()",
+        "problem = None",
+        ["tests/test_setup_check.py -k 'stops_every and command1'"],
+    ),
 ]
 
 
