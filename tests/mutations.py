@@ -226,6 +226,13 @@ MUTATIONS = [
         "problem = None",
         ["tests/test_setup_check.py -k 'stops_every and command1'"],
     ),
+    Mutation(
+        "the live progress bar drawn into a file",
+        "lit_transfer/callbacks/progress.py",
+        "return super().is_disabled or not self._is_live()",
+        "return super().is_disabled",
+        ["tests/test_logs.py -k one_line_per_epoch"],
+    ),
 ]
 
 

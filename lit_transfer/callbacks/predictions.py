@@ -40,6 +40,7 @@ class PredictionCSV(BasePredictionWriter):
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
         self._batches: list[dict[str, Tensor]] = []
+        self._report: str | None = None  # what to print once the progress bar is closed
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batches = []
@@ -63,7 +64,7 @@ class PredictionCSV(BasePredictionWriter):
         if getattr(datamodule, "predict_path", None) is not None:
             # the classes the checkpoint was trained on, whatever the config says (or the data's, without one)
             names = getattr(pl_module, "checkpoint_classes", None) or datamodule.class_names
-            write_file_predictions(trainer, batches, names, name)
+            self._report = write_file_predictions(trainer, batches, names, name)
             return
         if not batches:
             return
@@ -90,12 +91,19 @@ class PredictionCSV(BasePredictionWriter):
         # ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank asks for it.
         path = write_rows(Path(trainer.log_dir or trainer.default_root_dir) / name, columns, table)
         correct = sum(t == p for t, p in zip(labels, predicted, strict=True))
-        print(f"predictions for {n} images ({100 * correct / n:.2f}% correct): {path}")
+        self._report = f"predictions for {n} images ({100 * correct / n:.2f}% correct): {path}"
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Printed here rather than in on_predict_epoch_end, where the progress bar is still open: the table would
+        # start on the bar's line.
+        if stage == "predict" and self._report:
+            print(self._report, flush=True)
+            self._report = None
 
 
-def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]], names: list[str], name: str) -> None:
+def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]], names: list[str], name: str) -> str:
     """predictions.csv for ``--data.predict_path``: per file its predicted class, probability and the top three, or
-    why it could not be read; the first ``SHOWN`` files printed as a table."""
+    why it could not be read. Returns the report to print: the first ``SHOWN`` files as a table."""
     datamodule = trainer.datamodule
     files, errors = datamodule.predict_files, datamodule.predict_errors
     readable = [i for i in range(len(files)) if i not in errors]  # the predict split's images, in order
@@ -125,7 +133,7 @@ def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]],
     lines += [f"unreadable: {row[0]}: {row[7]}" for row in unreadable[:SHOWN]]
     if len(unreadable) > SHOWN:
         lines.append(f"... and {len(unreadable) - SHOWN} more unreadable files (the CSV's error column)")
-    print("\n".join(lines))
+    return "\n".join(lines)
 
 
 def write_rows(path: Path, columns: tuple[str, ...], rows: list[list]) -> Path:
