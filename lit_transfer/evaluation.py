@@ -14,6 +14,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer.checkpoint import load_checkpoint, require_ours
+from lit_transfer.console import count
 from lit_transfer.errors import UserError
 
 
@@ -52,8 +53,8 @@ def prepare(
             data.digits = data.hparams.digits = list(digits)
         elif len(data.digits) != len(digits):
             raise UserError(
-                f"{ckpt_path} has a head for {len(digits)} digits {list(digits)}, and --data.digits gives "
-                f"{len(data.digits)}: give {len(digits)} digits, or leave out --data.digits to use its own"
+                f"{ckpt_path} has a head for {count(len(digits), 'digit')} {list(digits)}, and --data.digits gives "
+                f"{len(data.digits)}: give {count(len(digits), 'digit')}, or leave out --data.digits to use its own"
             )
     if model.hparams.num_classes != data.num_classes:  # the head follows the digits (as the CLI links them)
         model = type(model)(**{**model.hparams, "num_classes": data.num_classes})

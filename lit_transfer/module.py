@@ -15,6 +15,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lit_transfer.checkpoint import FORMAT, MARKER, class_names, frozen_stage, load_checkpoint, require_ours
+from lit_transfer.console import count
 from lit_transfer.divergence import LossWatch
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, count_params, weight_layers
@@ -248,7 +249,8 @@ class TransferModule(CudaGraphSteps, L.LightningModule):
         note = ", ".join(copied)
         if len(copied) < 4 and self.transfer_layers is None:
             note += (
-                f"; its head has {meta.get('num_classes')} classes and this model {self.hparams.num_classes}, "
+                f"; its head has {count(meta.get('num_classes'), 'class', 'classes')} and this model "
+                f"{self.hparams.num_classes}, "
                 "so the last layer is newly initialised"
             )
         rank_zero_info(f"lit_transfer: transferred {note} from {path} (classes {', '.join(class_names(meta))})")

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from importlib import metadata
 
+from lit_transfer.console import count
+
 COMPATIBILITY = "https://github.com/pytorch/vision#installation"  # torchvision's table of matching releases
 INDEX = "https://download.pytorch.org/whl/"  # PyTorch's own wheels, one index per build (cpu, cu130, ...)
 PACKAGES = ("lit_transfer", "torch", "torchvision", "lightning")
@@ -85,7 +87,7 @@ def devices() -> list[str]:
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    found = [f"cpu: {cpu_model()}, {cores} cores usable"]
+    found = [f"cpu: {cpu_model()}, {count(cores, 'core')} usable"]
     if torch.cuda.is_available():
         found += [f"cuda:{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     else:

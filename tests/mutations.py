@@ -233,6 +233,13 @@ MUTATIONS = [
         "return super().is_disabled",
         ["tests/test_logs.py -k one_line_per_epoch"],
     ),
+    Mutation(
+        "counts always plural (1 epochs)",
+        "lit_transfer/console.py",
+        "noun if n == 1 else plural or noun + 's'",
+        "plural or noun + 's'",
+        ["tests/test_docs.py -k proper_english"],
+    ),
 ]
 
 

@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from lit_transfer.console import count
 from lit_transfer.files import atomic_write, unused_path
 
 COLUMNS = ("test_index", "digit", "predicted", "probability")
@@ -91,7 +92,7 @@ class PredictionCSV(BasePredictionWriter):
         # ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank asks for it.
         path = write_rows(Path(trainer.log_dir or trainer.default_root_dir) / name, columns, table)
         correct = sum(t == p for t, p in zip(labels, predicted, strict=True))
-        self._report = f"predictions for {n} images ({100 * correct / n:.2f}% correct): {path}"
+        self._report = f"predictions for {count(n, 'image')} ({100 * correct / n:.2f}% correct): {path}"
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Printed here rather than in on_predict_epoch_end, where the progress bar is still open: the table would
@@ -129,10 +130,10 @@ def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]],
     if len(table) > SHOWN:
         lines.append(f"... and {len(table) - SHOWN} more in the CSV")
     unreadable = [row for row in table if row[7]]
-    lines.append(f"predicted {len(table) - len(unreadable)} files, {len(unreadable)} unreadable: {path}")
+    lines.append(f"predicted {count(len(table) - len(unreadable), 'file')}, {len(unreadable)} unreadable: {path}")
     lines += [f"unreadable: {row[0]}: {row[7]}" for row in unreadable[:SHOWN]]
     if len(unreadable) > SHOWN:
-        lines.append(f"... and {len(unreadable) - SHOWN} more unreadable files (the CSV's error column)")
+        lines.append(f"... and {count(len(unreadable) - SHOWN, 'more unreadable file')} (the CSV's error column)")
     return "\n".join(lines)
 
 

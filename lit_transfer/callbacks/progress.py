@@ -21,6 +21,8 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_transfer.console import count
+
 WINDOW = 20  # batches in the running mean
 
 
@@ -70,7 +72,10 @@ class ProgressBar(TQDMProgressBar):
         of = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         batches = trainer.num_training_batches
         seconds = time.monotonic() - self._epoch_start
-        print(f"epoch {trainer.current_epoch + 1}{of}: {batches} batches, {seconds:.1f} s  {shown}", flush=True)
+        print(
+            f"epoch {trainer.current_epoch + 1}{of}: {count(batches, 'batch', 'batches')}, {seconds:.1f} s  {shown}",
+            flush=True,
+        )
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         metrics = super().get_metrics(trainer, pl_module)
