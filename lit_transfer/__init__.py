@@ -10,17 +10,32 @@ from typing import TYPE_CHECKING, Any
 # a long traceback at the first import.
 _EXPORTS = {
     "Backbone": "lit_transfer.model",
+    "CheckpointMarker": "lit_transfer.checkpoint",
     "DigitsDataModule": "lit_transfer.data",
+    "FolderDataModule": "lit_transfer.folder_data",
     "FreezeFeatures": "lit_transfer.callbacks",
     "Head": "lit_transfer.model",
+    "ImagesDataModule": "lit_transfer.data",
     "StageReport": "lit_transfer.callbacks",
     "TransferModule": "lit_transfer.module",
 }
-__all__ = ["Backbone", "DigitsDataModule", "FreezeFeatures", "Head", "StageReport", "TransferModule"]
+__all__ = [
+    "Backbone",
+    "CheckpointMarker",
+    "DigitsDataModule",
+    "FolderDataModule",
+    "FreezeFeatures",
+    "Head",
+    "ImagesDataModule",
+    "StageReport",
+    "TransferModule",
+]
 
 if TYPE_CHECKING:
     from lit_transfer.callbacks import FreezeFeatures, StageReport
-    from lit_transfer.data import DigitsDataModule
+    from lit_transfer.checkpoint import CheckpointMarker
+    from lit_transfer.data import DigitsDataModule, ImagesDataModule
+    from lit_transfer.folder_data import FolderDataModule
     from lit_transfer.model import Backbone, Head
     from lit_transfer.module import TransferModule
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REAL_MNIST, REPO
+from helpers import REAL_MNIST, REPO
 
 from lit_transfer.callbacks.stage_report import format_report
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, only_run, run_cli
+from helpers import REPO, only_run, run_cli
 
 from lit_transfer import __main__ as entry
-from lit_transfer.data import DigitsDataModule
 from lit_transfer.export import main
+from lit_transfer.folder_data import FolderDataModule
 from lit_transfer.images import load_mnist
 from lit_transfer.module import TransferModule
 
@@ -28,8 +28,8 @@ FORMATS = ["pt2", "onnx", "safetensors", "torchscript"]
 
 
 def some_images(folder_stage: dict, tmp_path: Path) -> torch.Tensor:
-    data = DigitsDataModule(data_dir=str(folder_stage["folder"]), dataset="folder", cache_dir=str(tmp_path / "c"))
-    images, _, _ = data._read("test")
+    data = FolderDataModule(data_dir=str(folder_stage["folder"]), cache_dir=str(tmp_path / "c"))
+    images, _, _ = data.read("test")
     noise = torch.randint(0, 256, (7, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     return torch.cat([images, noise])  # any input, not only the folder's
 

@@ -15,7 +15,7 @@ import termios
 from pathlib import Path
 
 import pytest
-from conftest import REPO, only_run, write_image_folder, write_mnist
+from helpers import REPO, only_run, write_image_folder, write_mnist
 
 EPOCHS = 5
 BAR = ("it/s]", "s/it]", "%|")  # tqdm's marks: a bar's rate and its frame

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REAL_MNIST, only_run, results, run_cli
+from helpers import REAL_MNIST, only_run, results, run_cli
 from PIL import Image, ImageOps
 from test_export import FORMATS, classes_in_a_fresh_process, printed_snippet
 from test_folder import write_from_idx
@@ -50,7 +50,7 @@ def test_png_folder_from_real_idx_files_trains_exactly_as_the_idx_files(tmp_path
         assert torch.equal(a, b) and torch.equal(la, lb), split
     tiny = ["--trainer.limit_train_batches=40"]  # of 83: the same training either way is the point
     run_cli("fit", "--config=configs/pretrain.yaml", *real_args(runs, "idx"), *tiny, "--data.digits=[4,9]")
-    own = [f"--data.data_dir={folder}", "--data.dataset=folder", f"--data.cache_dir={cache}", "--data.classes=[4,9]"]
+    own = [f"--data.data_dir={folder}", "--data=FolderDataModule", f"--data.cache_dir={cache}", "--data.classes=[4,9]"]
     run_cli("fit", "--config=configs/pretrain.yaml", *real_args(runs, "png"), *tiny, *own)
     first, second = results(only_run(runs / "idx")), results(only_run(runs / "png"))
     assert first["test_images"] == second["test_images"] == 1991  # every test 4 and 9
@@ -102,7 +102,7 @@ def test_exported_models_agree_with_pytorch_on_the_whole_test_split(stage_two: d
     pytest.importorskip("onnxruntime", reason="ONNX export needs the export extra (pip install '.[export]')")
     checkpoint = stage_two["checkpoint"]
     data = DigitsDataModule(data_dir=REAL_MNIST, digits=[0, 1, 2, 3, 4], download=False)
-    images, _, positions = data._read("test")
+    images, _, positions = data.read("test")
     assert len(images) == 5139
     model = TransferModule(num_classes=5)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])

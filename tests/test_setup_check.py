@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import REPO
+from helpers import REPO
 
 from lit_transfer import setup_check
 
