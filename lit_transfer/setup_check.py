@@ -14,6 +14,7 @@ import platform
 import sys
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 from lit_transfer.console import count
 
@@ -109,6 +110,12 @@ def cpu_model() -> str:
 def version_report(problem: str | None) -> str:
     """What ``--version`` prints: each package's version, Python's, and the devices (when torch works)."""
     lines = [f"{name:<13}{installed(name)}" for name in PACKAGES]
+    # where this lit_transfer is imported from (an editable install's metadata keeps the version it was installed at)
+    lines[0] += f" ({Path(__file__).parent})"
+    if problem is None:  # torchvision imports: its own version names its build, as torch's does
+        import torchvision
+
+        lines[2] = f"{'torchvision':<13}{torchvision.__version__}"
     lines.append(f"{'Python':<13}{platform.python_version()} ({sys.executable})")
     if problem is None:
         lines += [f"{'device':<13}{device}" for device in devices()]

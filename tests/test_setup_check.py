@@ -46,7 +46,8 @@ def test_version_prints_the_versions_and_devices(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     fields = {line.split()[0]: line.split(maxsplit=1)[1] for line in lines}
-    assert fields["torch"] == torch.__version__ and fields["torchvision"] == torchvision.__version__.split("+")[0]
+    assert fields["torch"] == torch.__version__ and fields["torchvision"] == torchvision.__version__
+    assert fields["lit_transfer"].endswith(f"({REPO / 'lit_transfer'})")
     assert fields["lit_transfer"] and fields["lightning"] and fields["Python"].startswith(f"{sys.version_info[0]}.")
     assert any(line.startswith("device       cpu: ") for line in lines), lines
 
