@@ -23,6 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lit_transfer.console import count
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, count_params, weight_layers
 
@@ -208,7 +209,7 @@ def copy_weights(path: str, backbone: Backbone, head: Head, transfer_layers: int
     note = ", ".join(copied)
     if len(copied) < 4 and transfer_layers is None:
         note += (
-            f"; its head has {meta.get('num_classes')} classes and this model {head.num_classes}, "
+            f"; its head has {count(meta.get('num_classes'), 'class', 'classes')} and this model {head.num_classes}, "
             "so the last layer is newly initialised"
         )
     rank_zero_info(f"lit_transfer: transferred {note} from {path} (classes {', '.join(class_names(meta))})")

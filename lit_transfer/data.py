@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 from torchvision import datasets
 
+from lit_transfer.console import count
 from lit_transfer.errors import UserError
 from lit_transfer.loader import EpochSampler, TensorBatches
 from lit_transfer.predict_files import find_images, read_images
@@ -239,13 +240,13 @@ class DigitsDataModule(ImagesDataModule):
         n_labels = check_idx_file(self.raw_folder / labels_file, *labels_spec)
         if n_images != n_labels:
             raise UserError(
-                f"{self.raw_folder / images_file} holds {n_images} images but {labels_file} holds "
-                f"{n_labels} labels: the files come from different sets; replace them with matching originals"
+                f"{self.raw_folder / images_file} holds {count(n_images, 'image')} but {labels_file} holds "
+                f"{count(n_labels, 'label')}: the files come from different sets; replace them with matching originals"
             )
         ds = DATASETS[self.dataset](self.data_dir, train=split == "train", download=False)
         images, labels = ds.data, ds.targets
         if (bad := labels.ge(10).sum().item()) or labels.lt(0).any():
-            raise UserError(f"{self.raw_folder / labels_file} has {bad} labels outside 0-9: replace the file")
+            raise UserError(f"{self.raw_folder / labels_file} has {count(bad, 'label')} outside 0-9: replace the file")
         # Keep the chosen digits and remap to 0..k-1 in the order given (lookup table: digit -> label).
         lookup = torch.full((10,), -1, dtype=torch.long)
         lookup[self.digits] = torch.arange(len(self.digits))

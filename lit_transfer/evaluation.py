@@ -17,6 +17,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer.checkpoint import class_names, load_checkpoint, require_ours
+from lit_transfer.console import count
 from lit_transfer.errors import UserError
 from lit_transfer.predict_files import find_images
 
@@ -79,7 +80,8 @@ def configure(subcommand: str, config: Namespace, given: set[str]) -> None:
 
 def mismatch(ckpt_path: str, names: list[str], given: list[str], option: str) -> UserError:
     return UserError(
-        f"{ckpt_path} has a head for {len(names)} classes ({', '.join(names)}) and {option} gives {len(given)} "
+        f"{ckpt_path} has a head for {count(len(names), 'class', 'classes')} ({', '.join(names)}) and {option} gives "
+        f"{len(given)} "
         f"({', '.join(given)}): give {len(names)}, or leave out {option} to use the checkpoint's own"
     )
 

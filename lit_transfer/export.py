@@ -1,9 +1,10 @@
-"""``python -m lit_transfer export``: a checkpoint as one ONNX or TorchScript file, from images to probabilities.
+"""``python -m lit_transfer export``: a checkpoint as a file for torch.export, ONNX, safetensors or TorchScript.
 
-The file maps a float32 batch ``(N, 1, 28, 28)`` (each pixel / 255, a light digit on a dark background: the image
-rule of docs/own-data.md, ``lit_transfer.images.load_mnist``, makes such images from any image file) to ``(N, k)``
-class probabilities, column ``i`` for class ``i``. The class names and that input convention travel inside the file
-(ONNX ``metadata_props``, TorchScript extra files), so the file alone is enough to use the model.
+The network maps a float32 batch ``(N, 1, 28, 28)`` (each pixel / 255, a light digit on a dark background: the
+image rule of docs/own-data.md, ``lit_transfer.images.load_mnist``, makes such images from any image file) to
+``(N, k)`` class probabilities, column ``i`` for class ``i``. The class names and that input convention travel with
+it (``torch.export`` extra files, ONNX ``metadata_props``, the safetensors header and a JSON file beside it,
+TorchScript extra files), so the export alone is enough to use the model.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jsonargparse import ArgumentParser
@@ -31,8 +32,19 @@ INPUT = (
     "lit_transfer.images.load_mnist(path) gives such an image as uint8 (28, 28) from any image file)"
 )
 OUTPUT = "probabilities: float32 (N, k), softmax over the classes; column i is classes[i]"
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+SUFFIX = {"pt2": ".pt2", "onnx": ".onnx", "safetensors": ".safetensors", "torchscript": ".pt"}
 SNIPPET = {
+    "pt2": (
+        "import json, torch\n"
+        'extra = {{"classes": ""}}; model = torch.export.load("{path}", extra_files=extra).module(); '
+        'classes = json.loads(extra["classes"])\n'
+        "probabilities = model(images)  # images: float32 tensor (N, 1, 28, 28), pixel / 255"
+    ),
+    "safetensors": (
+        "from lit_transfer.export import load_safetensors\n"
+        'model, info = load_safetensors("{path}"); classes = info["classes"]  # info: the JSON file beside it\n'
+        "probabilities = model(images)  # images: float32 tensor (N, 1, 28, 28), pixel / 255"
+    ),
     "onnx": (
         "import json, onnxruntime\n"
         'model = onnxruntime.InferenceSession("{path}"); '
@@ -46,6 +58,7 @@ SNIPPET = {
         "probabilities = model(images)  # images: float32 tensor (N, 1, 28, 28), pixel / 255"
     ),
 }
+DEPRECATED = {"torchscript": "TorchScript is deprecated upstream: PyTorch recommends torch.export (--format pt2)"}
 
 
 class Probabilities(nn.Module):
@@ -86,20 +99,28 @@ def from_checkpoint(path: str | os.PathLike) -> tuple[Probabilities, dict]:
     return probabilities_model(net), meta
 
 
-def export(ckpt_path: str, format: Literal["onnx", "torchscript"] = "onnx", output: str | None = None) -> Path:
-    """Write the checkpoint's network as one file that maps images to class probabilities.
+Format = Literal["pt2", "onnx", "safetensors", "torchscript"]
+
+
+def export(ckpt_path: str, format: Format = "onnx", output: str | None = None) -> Path:
+    """Write the checkpoint's network as a file that maps images to class probabilities.
 
     Args:
         ckpt_path: A lit_transfer checkpoint (e.g. runs/folder_finetune/version_0/checkpoints/last.ckpt).
-        format: ``onnx`` (for ONNX Runtime and other ONNX tools) or ``torchscript`` (``torch.jit.load``).
+        format: ``pt2`` (``torch.export``, PyTorch's recommended format: ``torch.export.load``, no lit_transfer
+            needed), ``onnx`` (ONNX Runtime and other ONNX tools), ``safetensors`` (the weights only, plus a JSON
+            file beside them with the classes, the input rule and the architecture) or ``torchscript``
+            (``torch.jit.load``; deprecated upstream, PyTorch recommends torch.export: use ``pt2``).
         output: The file to write (never replaced if it exists); default: beside the checkpoint, with the
-            checkpoint's name and ``.onnx`` or ``.pt``.
+            checkpoint's name and ``.pt2``, ``.onnx``, ``.safetensors`` or ``.pt`` (safetensors: and ``.json``).
     """
     model, meta = from_checkpoint(ckpt_path)
     names = class_names(meta) or [str(i) for i in range(model.head.num_classes)]
     target = Path(output) if output else Path(ckpt_path).with_suffix(SUFFIX[format])
-    if target.exists():
-        raise UserError(f"{target} already exists: pass another --output (export never replaces a file)")
+    targets = [target, target.with_suffix(".json")] if format == "safetensors" else [target]
+    for path in targets:
+        if path.exists():
+            raise UserError(f"{path} already exists: pass another --output (export never replaces a file)")
     if not target.parent.is_dir():
         raise UserError(f"folder {target.parent} does not exist: create it or pass another --output")
     info = {
@@ -109,15 +130,33 @@ def export(ckpt_path: str, format: Literal["onnx", "torchscript"] = "onnx", outp
         "checkpoint": str(ckpt_path),
         "dataset": str(meta.get("dataset")),
     }
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    # the same suffix: torch.export.save warns about a file name not ending in .pt2
+    tmps = [path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}") for path in targets]
+    linked: list[Path] = []
     try:
-        (write_onnx if format == "onnx" else write_torchscript)(model, info, tmp)
-        os.link(tmp, target)  # fails if the file appeared meanwhile: never replaces one
-    except FileExistsError:
-        raise UserError(f"{target} already exists: pass another --output (export never replaces a file)") from None
+        WRITERS[format](model, info, tmps[0])
+        if format == "safetensors":
+            description = {**info, "classes": names, "architecture": architecture(model)}
+            tmps[1].write_text(json.dumps(description, indent=2) + "\n")
+        for tmp, path in zip(tmps, targets, strict=True):
+            os.link(tmp, path)  # fails if the file appeared meanwhile: never replaces one
+            linked.append(path)
+    except FileExistsError as err:
+        for path in linked:  # this export's own first file, without its second: remove it
+            path.unlink()
+        existing = err.filename2 or target
+        raise UserError(f"{existing} already exists: pass another --output (export never replaces a file)") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
     return target
+
+
+def write_pt2(model: Probabilities, info: dict[str, str], path: Path) -> None:
+    # torch.export: the graph and weights in one file that torch.export.load reads without this package's code,
+    # for any batch size; the class names and conventions as its extra files.
+    program = torch.export.export(model, (torch.zeros(2, 1, 28, 28),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, path, extra_files=info)
 
 
 def write_onnx(model: Probabilities, info: dict[str, str], path: Path) -> None:
@@ -151,6 +190,43 @@ def write_torchscript(model: Probabilities, info: dict[str, str], path: Path) ->
         torch.jit.save(scripted, str(path), _extra_files=info)
 
 
+def write_safetensors(model: Probabilities, info: dict[str, str], path: Path) -> None:
+    try:
+        from safetensors.torch import save_file
+    except ImportError:
+        raise UserError("safetensors export needs the export extra: pip install 'lit_transfer[export]'") from None
+    weights = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    save_file(weights, str(path), metadata=info)  # the header carries the conventions too (str -> str)
+
+
+WRITERS = {"pt2": write_pt2, "onnx": write_onnx, "safetensors": write_safetensors, "torchscript": write_torchscript}
+
+
+def architecture(model: Probabilities) -> dict[str, Any]:
+    """The network as the safetensors JSON describes it: for each part (``backbone``, ``head``, in order) its layers
+    as ``[name, constructor]``, each constructor a ``torch.nn`` call (``Conv2d(1, 32, kernel_size=(3, 3), ...)``);
+    the weights are named ``<part>.<layer>.<weight or bias>``; a softmax over dim 1 follows."""
+    return {
+        "parts": {
+            part: [[name, repr(layer)] for name, layer in getattr(model, part).named_children()]
+            for part in ("backbone", "head")
+        },
+        "output": "softmax over dim 1 of head(backbone(images))",
+        "lit_transfer": f"lit_transfer.export.Probabilities(Backbone(), Head({model.head.num_classes}))",
+    }
+
+
+def load_safetensors(path: str | os.PathLike) -> tuple[Probabilities, dict[str, Any]]:
+    """The network of a ``--format safetensors`` export, in evaluation mode, and its JSON file (beside it, same
+    name with ``.json``): ``info["classes"]``, ``info["input"]``, ``info["architecture"]``."""
+    from safetensors.torch import load_file
+
+    info = json.loads(Path(path).with_suffix(".json").read_text())
+    model = Probabilities(Backbone(), Head(len(info["classes"])))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), info
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m lit_transfer export", description=(__doc__ or "").split("\n\n")[0], exit_on_error=False
@@ -167,7 +243,11 @@ def main(args: list[str] | None = None) -> Path:
         sys.exit(f"lit_transfer export: error: {err}")
     except ArgumentError as err:  # jsonargparse's parse errors, shown on one line
         sys.exit("lit_transfer export: error: " + " ".join(line.strip() for line in str(err).splitlines()))
+    if config.format in DEPRECATED:
+        print(f"note: {DEPRECATED[config.format]}")
     print(f"wrote {path}: {OUTPUT}")
+    if config.format == "safetensors":
+        print(f"wrote {path.with_suffix('.json')}: the classes, the input rule and the architecture")
     print(f"load it in Python ({INPUT}):")
     print(SNIPPET[config.format].format(path=path))
     return path

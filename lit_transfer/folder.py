@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchvision.datasets.folder import make_dataset
 
+from lit_transfer.console import count
 from lit_transfer.errors import UserError
 from lit_transfer.images import SIZE, load_mnist
 
@@ -90,14 +91,14 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
         try:
             cached = torch.load(path, weights_only=True)
             if cached["key"] == key and cached["images"].shape == (len(files), SIZE, SIZE):
-                rank_zero_info(f"lit_transfer: {len(files)} images of {root} read from the cache {path}")
+                rank_zero_info(f"lit_transfer: {count(len(files), 'image')} of {root} read from the cache {path}")
                 return cached["images"]
         except Exception:  # a damaged or foreign cache file: decode again and replace it
             pass
     start = time.perf_counter()
     images, failed = decode_files(files)
     if failed:
-        more = f" (and {len(failed) - 1} more unreadable files)" if len(failed) > 1 else ""
+        more = f" (and {count(len(failed) - 1, 'more unreadable file')})" if len(failed) > 1 else ""
         raise UserError(failed[min(failed)] + more)
     seconds = time.perf_counter() - start
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -110,7 +111,7 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
         raise UserError(f"{why}: pass a writable --data.cache_dir") from None
     finally:
         tmp.unlink(missing_ok=True)
-    rank_zero_info(f"lit_transfer: decoded {len(files)} images of {root} in {seconds:.1f} s, cached in {path}")
+    rank_zero_info(f"lit_transfer: decoded {count(len(files), 'image')} of {root} in {seconds:.1f} s, cached in {path}")
     return images
 
 

@@ -1,6 +1,7 @@
 """Your own data on the real MNIST (found through LIT_TRANSFER_MNIST_ROOT): a PNG folder written from the IDX files
 trains exactly as the IDX files; scans of test digits are predicted about as well as the digits themselves; the
-exported ONNX and TorchScript models agree with PyTorch on the whole test split."""
+exported models (torch.export, ONNX, safetensors, TorchScript) agree with PyTorch on the whole test split, and,
+loaded in a fresh process, with ``predict``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from helpers import REAL_MNIST, only_run, results, run_cli
 from PIL import Image, ImageOps
+from test_export import FORMATS, classes_in_a_fresh_process, printed_snippet
 from test_folder import write_from_idx
 from test_real_mnist import real_args
 from torchvision.datasets import MNIST
@@ -97,28 +99,38 @@ def test_scans_of_test_digits_are_predicted_about_as_well_as_the_digits(stage_tw
     assert abs(accuracy - stage_two["test_acc"]) <= 0.02
 
 
-def test_exported_models_agree_with_pytorch_on_the_whole_test_split(stage_two: dict, tmp_path: Path) -> None:
+def test_exported_models_agree_with_pytorch_on_the_whole_test_split(stage_two: dict, tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnxruntime", reason="ONNX export needs the export extra (pip install '.[export]')")
-    import onnxruntime
-
     checkpoint = stage_two["checkpoint"]
     data = DigitsDataModule(data_dir=REAL_MNIST, digits=[0, 1, 2, 3, 4], download=False)
-    images = data._read("test")[0]
+    images, _, positions = data.read("test")
     assert len(images) == 5139
     model = TransferModule(num_classes=5)
     model.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
     with torch.no_grad():
         expected = model.eval()(images).softmax(1)
+    # predict's classes for the same images, in the same order (the CSV names each by its index in the test file)
+    runs = tmp_path / "runs"
+    run_cli("predict", "--config=configs/finetune.yaml", *real_args(runs, "p"), f"--ckpt_path={checkpoint}")
+    with open(only_run(runs / "p" / "predict") / "predictions.csv", newline="") as f:
+        by_index = {int(row["test_index"]): row["predicted"] for row in csv.DictReader(f)}
+    predicted = [by_index[i] for i in positions.tolist()]
     x = images.unsqueeze(1).float() / 255
-    export(["--ckpt_path", checkpoint, "--format", "onnx", "--output", str(tmp_path / "m.onnx")])
-    export(["--ckpt_path", checkpoint, "--format", "torchscript", "--output", str(tmp_path / "m.pt")])
-    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
-    exported = {
-        "onnx": torch.from_numpy(session.run(None, {"images": x.numpy()})[0]),
-        "torchscript": torch.jit.load(str(tmp_path / "m.pt"))(x),
-    }
-    for name, probabilities in exported.items():
+    for fmt in FORMATS:
+        capsys.readouterr()
+        export(["--ckpt_path", checkpoint, "--format", fmt, "--output", str(tmp_path / f"m.{fmt}")])
+        snippet = printed_snippet(capsys.readouterr().out)
+        scope = {"images": x.numpy() if fmt == "onnx" else x}
+        with torch.no_grad():
+            exec(snippet, scope)
+        probabilities = torch.as_tensor(scope["probabilities"])
         same = (probabilities.argmax(1) == expected.argmax(1)).float().mean().item()
         diff = (probabilities - expected).abs().max().item()
-        print(f"{name}: same class for {100 * same:.3f}% of 5139 test images, largest difference {diff:.2e}")
-        assert same >= 0.999 and diff <= 1e-4, name
+        classes = classes_in_a_fresh_process(snippet, x.numpy(), tmp_path, lit_transfer=fmt == "safetensors")
+        as_predict = sum(a == b for a, b in zip(classes, predicted, strict=True)) / len(predicted)
+        with capsys.disabled():
+            print(
+                f"{fmt}: same class as PyTorch for {100 * same:.3f}% of 5139 test images, largest difference "
+                f"{diff:.2e}; in a fresh process, same class as predict for {100 * as_predict:.3f}%"
+            )
+        assert same >= 0.999 and diff <= 1e-4 and as_predict >= 0.999, fmt

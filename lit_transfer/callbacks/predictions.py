@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from lit_transfer.checkpoint import class_names, loaded_marker
+from lit_transfer.console import count
 from lit_transfer.files import atomic_write, unused_path
 
 COLUMNS = ("test_index", "digit", "predicted", "probability")
@@ -41,6 +42,7 @@ class PredictionCSV(BasePredictionWriter):
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
         self._batches: list[dict[str, Tensor]] = []
+        self._report: str | None = None  # what to print once the progress bar is closed
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._batches = []
@@ -64,7 +66,7 @@ class PredictionCSV(BasePredictionWriter):
         if getattr(datamodule, "predict_path", None) is not None:
             # the classes the checkpoint was trained on, whatever the config says (or the data's, without one)
             names = class_names(loaded_marker(trainer)) or datamodule.class_names
-            write_file_predictions(trainer, batches, names, name)
+            self._report = write_file_predictions(trainer, batches, names, name)
             return
         if not batches:
             return
@@ -91,12 +93,19 @@ class PredictionCSV(BasePredictionWriter):
         # ``trainer.log_dir`` broadcasts from rank 0 under DDP, so every rank asks for it.
         path = write_rows(Path(trainer.log_dir or trainer.default_root_dir) / name, columns, table)
         correct = sum(t == p for t, p in zip(labels, predicted, strict=True))
-        print(f"predictions for {n} images ({100 * correct / n:.2f}% correct): {path}")
+        self._report = f"predictions for {count(n, 'image')} ({100 * correct / n:.2f}% correct): {path}"
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Printed here rather than in on_predict_epoch_end, where the progress bar is still open: the table would
+        # start on the bar's line.
+        if stage == "predict" and self._report:
+            print(self._report, flush=True)
+            self._report = None
 
 
-def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]], names: list[str], name: str) -> None:
+def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]], names: list[str], name: str) -> str:
     """predictions.csv for ``--data.predict_path``: per file its predicted class, probability and the top three, or
-    why it could not be read; the first ``SHOWN`` files printed as a table."""
+    why it could not be read. Returns the report to print: the first ``SHOWN`` files as a table."""
     datamodule = trainer.datamodule
     files, errors = datamodule.predict_files, datamodule.predict_errors
     readable = [i for i in range(len(files)) if i not in errors]  # the predict split's images, in order
@@ -122,11 +131,11 @@ def write_file_predictions(trainer: L.Trainer, batches: list[dict[str, Tensor]],
     if len(table) > SHOWN:
         lines.append(f"... and {len(table) - SHOWN} more in the CSV")
     unreadable = [row for row in table if row[7]]
-    lines.append(f"predicted {len(table) - len(unreadable)} files, {len(unreadable)} unreadable: {path}")
+    lines.append(f"predicted {count(len(table) - len(unreadable), 'file')}, {len(unreadable)} unreadable: {path}")
     lines += [f"unreadable: {row[0]}: {row[7]}" for row in unreadable[:SHOWN]]
     if len(unreadable) > SHOWN:
-        lines.append(f"... and {len(unreadable) - SHOWN} more unreadable files (the CSV's error column)")
-    print("\n".join(lines))
+        lines.append(f"... and {count(len(unreadable) - SHOWN, 'more unreadable file')} (the CSV's error column)")
+    return "\n".join(lines)
 
 
 def write_rows(path: Path, columns: tuple[str, ...], rows: list[list]) -> Path:

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_transfer.checkpoint import frozen_stage, loaded_marker
+from lit_transfer.console import count
 from lit_transfer.files import atomic_write, unused_path
 from lit_transfer.model import count_params
 
@@ -141,7 +142,9 @@ def format_report(r: dict[str, Any], path: Path) -> str:
     else:
         lines = [f"\n== {r['stage']} on classes {', '.join(r['classes'])} (folder {r['data_dir']}) =="]
     if r["train_time_s"] is not None:
-        lines.append(f"training: {r['epochs']} epochs, {r['train_time_s']:.1f} s, {r['images_per_s']:,.0f} images/s")
+        lines.append(
+            f"training: {count(r['epochs'], 'epoch')}, {r['train_time_s']:.1f} s, {r['images_per_s']:,.0f} images/s"
+        )
     lines.append(f"test loss: {r['test_loss']:.4f}   test accuracy: {100 * r['test_acc']:.2f}%")
     kind = "per digit: " if r["digits"] is not None else "per class: "
     lines.append(kind + "  ".join(f"{d}: {100 * a:.2f}%" for d, a in r["per_class_acc"].items()))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lit_transfer.console import count
 from lit_transfer.demo import teach
 from lit_transfer.demo.drawing import decode, drawing_pad
 from lit_transfer.errors import UserError
@@ -50,7 +51,7 @@ def class_names(text: str) -> list[str]:
     if len(names) < 2:
         raise UserError("name at least 2 classes, separated by commas (for example: plus, minus, times)")
     if len(names) > teach.MAX_CLASSES:
-        raise UserError(f"{len(names)} classes named: teach at most {teach.MAX_CLASSES} at once")
+        raise UserError(f"{count(len(names), 'class', 'classes')} named: teach at most {teach.MAX_CLASSES} at once")
     if len(set(names)) < len(names):
         raise UserError(f"a class is named twice in '{text}': name each class once")
     return names

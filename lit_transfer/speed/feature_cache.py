@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
+from lit_transfer.console import count
 from lit_transfer.loader import TensorBatches
 from lit_transfer.model import to_input
 
@@ -58,7 +59,7 @@ class FeatureCache(L.Callback):
         if frozen and not loader.serves_features and batches >= len(loader):
             loader.serve_features(features(pl_module, loader.images))
             n = len(loader.images)
-            rank_zero_info(f"lit_transfer: backbone frozen: its features of {n} {split} images are cached")
+            rank_zero_info(f"lit_transfer: backbone frozen: its features of {count(n, split + ' image')} are cached")
         elif not frozen:
             loader.serve_images()
 

@@ -158,6 +158,6 @@ def plot_confusion(root: Path, rows: list[dict], budget: int | None) -> tuple[st
         ax.set_yticks(range(len(digits)), digits)
         ax.set_xlabel("predicted digit")
         ax.set_ylabel("true digit")
-        seeds = f"{len(group)} seeds summed" if len(group) > 1 else "1 seed"
+        seeds = f"{count(len(group), 'seed')} summed" if len(group) > 1 else "1 seed"
         ax.set_title(f"{arrow(d)}: {acc(rows, d, 'transfer_frozen', budget).pct()} ({seeds})")
     return title, save(fig, root, "confusion.png"), ""

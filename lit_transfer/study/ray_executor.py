@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lit_transfer.console import count
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.speed.cpu import flush_denormals
@@ -140,7 +141,7 @@ def run_all(
     started_here = connect(address)
     try:
         options, slots, layout = task_options(ray, threads_per_run, runs_per_gpu)
-        print(f"Ray: {slots} runs at a time ({layout})")
+        print(f"Ray: {count(slots, 'run')} at a time ({layout})")
         progress = Queue(actor_options={"num_cpus": 0})  # tasks report their start here
         task = ray.remote(run_task).options(max_retries=RETRIES, retry_exceptions=False, **options)
         pending = submit(task, root, runs, settings, records, options["num_cpus"], progress)
@@ -201,7 +202,7 @@ def collect(
             line.show(f"{status}, time left {duration(time_left(todo, walls, settings, slots))}" if todo else status)
     finally:
         line.close()
-    print(f"{len(records)} of {len(runs)} runs done ({time.perf_counter() - start:.0f} s in this session)")
+    print(f"{len(records)} of {count(len(runs), 'run')} done ({time.perf_counter() - start:.0f} s in this session)")
     return records, failed
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import lightning
 import torch
 
+from lit_transfer.console import count
 from lit_transfer.errors import UserError
 from lit_transfer.files import atomic_write
 from lit_transfer.study.stats import CONDITIONS, Stat, acc, arrow, budget_text, label, select
@@ -40,7 +41,7 @@ def answer(rows: list[dict], budget: int | None) -> str:
     first, *others = list(dict.fromkeys(r["direction"] for r in rows))
     source, target = first.split(" -> ")
     frozen = acc(rows, first, "transfer_frozen", budget)
-    seeds = "one seed, so no spread to test the gaps against" if frozen.n == 1 else f"mean of {frozen.n} seeds"
+    seeds = "one seed, so no spread to test the gaps against" if frozen.n == 1 else f"mean of {count(frozen.n, 'seed')}"
     reverse = "".join(
         f"; in the reverse direction ({arrow(d)}) frozen transfer gives {acc(rows, d, 'transfer_frozen', budget).pct()}"
         + (f" against {acc(rows, d, 'scratch', budget).pct()} from scratch" if select(rows, d, "scratch") else "")
@@ -69,7 +70,8 @@ def answer(rows: list[dict], budget: int | None) -> str:
         f_small, s_small = acc(rows, first, "transfer_frozen", small), acc(rows, first, "scratch", small)
         wider = f_small.mean - s_small.mean > frozen.mean - scratch.mean
         sentences.append(
-            f"With only {small} labels per digit transfer reaches {f_small.pct()} against {s_small.pct()} from "
+            f"With only {count(small, 'label')} per digit transfer reaches {f_small.pct()} against {s_small.pct()} "
+            "from "
             f"scratch ({versus(f_small, s_small)}): the gap to scratch "
             + ("widens when labels are scarce." if wider else "does not widen when labels are scarce.")
         )
@@ -119,11 +121,11 @@ def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget:
     lines = [
         "# Transfer study: how well do features learned on one set of digits classify the other?",
         "",
-        f"{len(rows)} runs of the notebook's CNN through `python -m lit_transfer fit`: {settings['dataset']}, "
+        f"{count(len(rows), 'run')} of the notebook's CNN through `python -m lit_transfer fit`: {settings['dataset']}, "
         f"{settings['epochs']} epoch(s) per run, batch {settings['batch_size']}, seeds {seeds}, source runs on "
         f"{budget_text(settings['source_per_class'])}. "
         f"Device {', '.join(sorted({r['device'] for r in rows}))} ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores), torch {torch.__version__}, lightning {lightning.__version__}, "
+        f"{count(os.cpu_count(), 'core')}), torch {torch.__version__}, lightning {lightning.__version__}, "
         f"{datetime.date.today()}. Total training time {sum(r['train_time_s'] for r in rows) / 60:.1f} min.",
         "",
         "## Answer",

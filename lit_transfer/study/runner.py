@@ -20,6 +20,7 @@ from typing import Literal
 import docstring_parser
 from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
+from lit_transfer.console import count
 from lit_transfer.errors import UserError
 from lit_transfer.files import atomic_write
 from lit_transfer.speed.cpu import flush_denormals
@@ -152,7 +153,9 @@ def run_study(
 
     runs = plan(preset, seed_list, label_budgets, sorted(set(depths)), source_per_class, directions)
     done = {run: record for run in runs if (record := finished(root, run))}
-    print(f"transfer study in {root}: {len(runs)} runs, {len(done)} already done, {len(runs) - len(done)} to go")
+    print(
+        f"transfer study in {root}: {count(len(runs), 'run')}, {len(done)} already done, {len(runs) - len(done)} to go"
+    )
     if executor == "ray":
         threads = threads_per_run or 1  # runs side by side: one core each unless told
         records, failed = ray_executor.run_all(root, runs, settings, done, ray_address, threads, runs_per_gpu)
@@ -161,12 +164,13 @@ def run_study(
     rows = [row(r, records[r], root) for r in runs if r in records]
     write_csv(root, rows)
     if failed:  # no report from part of the runs: its answer and tables would silently miss conditions
-        print(f"{len(failed)} of {len(runs)} runs failed:")
+        print(f"{len(failed)} of {count(len(runs), 'run')} failed:")
         for why in failed.values():
             print(f"  {why}")
         raise UserError(
-            f"{len(failed)} of {len(runs)} runs failed (listed above, each with its log.txt); results.csv holds the "
-            f"{len(rows)} finished runs and no report was written: fix the cause and run the command again to continue"
+            f"{len(failed)} of {count(len(runs), 'run')} failed (listed above, each with its log.txt); results.csv "
+            f"holds the {count(len(rows), 'finished run')} and no report was written: fix the cause and run the "
+            "command again to continue"
         )
     write_report(root, rows, settings, main_budget(label_budgets, preset))
     print(f"report: {root / 'report.md'}")

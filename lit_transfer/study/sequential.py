@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lit_transfer.console import count
 from lit_transfer.study.execute import RunFailed, execute, source_checkpoint
 from lit_transfer.study.plan import Run
 from lit_transfer.study.progress import duration, time_left
@@ -59,5 +60,5 @@ def run_each(
         walls[run] = records[run]["wall_s"]
         write_csv(root, [row(r, records[r], root) for r in runs if r in records])  # a partial study is readable
         print(f"    {walls[run]:.1f} s, test accuracy {100 * row(run, records[run], root)['test_acc']:.2f}%")
-    print(f"{len(records)} of {len(runs)} runs done ({time.perf_counter() - started:.0f} s in this session)")
+    print(f"{len(records)} of {count(len(runs), 'run')} done ({time.perf_counter() - started:.0f} s in this session)")
     return records, failed

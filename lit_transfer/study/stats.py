@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lit_transfer.console import count
+
 CONDITIONS = ["pretrain", "transfer_frozen", "transfer_finetune", "scratch", "random_frozen", "transfer_depth"]
 
 
@@ -26,7 +28,7 @@ def label(condition: str, depth: int | None, warmup: int) -> str:
 
 
 def budget_text(labels: int | None) -> str:
-    return "all labels" if labels is None else f"{labels} labels per digit"
+    return "all labels" if labels is None else f"{count(labels, 'label')} per digit"
 
 
 def arrow(direction: str) -> str:
