@@ -43,7 +43,7 @@ def test_folder_written_from_idx_files_trains_exactly_as_the_idx_files(mnist_roo
     idx = DigitsDataModule(data_dir=str(mnist_root), digits=[3, 7], download=False)
     own = folder_data(folder, cache, classes=["3", "7"])
     for split in ("train", "test"):
-        (a, la, _), (b, lb, _) = idx._read(split), own._read(split)
+        (a, la, _), (b, lb, _) = idx.read(split), own.read(split)
         assert torch.equal(a, b) and torch.equal(la, lb), split
     # Same images in the same order: the same seeded split, shuffling and therefore the same training, bit for bit.
     tiny = ["--trainer.max_epochs=2", "--data.digits=[3,7]"]
@@ -160,7 +160,7 @@ def test_classes_chosen_by_name_in_the_order_given(tmp_path: Path) -> None:
     folder, cache = write_image_folder(tmp_path / "imgs"), tmp_path / "cache"
     data = folder_data(folder, cache, classes=["bar2", "bar0"], digits=[])  # digits: ignored for folders
     assert data.num_classes == 2 and data.class_names == ["bar2", "bar0"]
-    images, labels, _ = data._read("test")
+    images, labels, _ = data.read("test")
     assert [Path(f).parent.name for f in data.test_files] == [["bar2", "bar0"][i] for i in labels.tolist()]
     assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1] and images.shape == (6, 28, 28)
 

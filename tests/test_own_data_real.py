@@ -47,7 +47,7 @@ def test_png_folder_from_real_idx_files_trains_exactly_as_the_idx_files(tmp_path
     idx = DigitsDataModule(data_dir=REAL_MNIST, digits=[4, 9], download=False)
     own = FolderDataModule(data_dir=str(folder), classes=[4, 9], cache_dir=str(cache))
     for split in ("train", "test"):
-        (a, la, _), (b, lb, _) = idx._read(split), own._read(split)
+        (a, la, _), (b, lb, _) = idx.read(split), own.read(split)
         assert torch.equal(a, b) and torch.equal(la, lb), split
     tiny = ["--trainer.limit_train_batches=40"]  # of 83: the same training either way is the point
     run_cli("fit", "--config=configs/pretrain.yaml", *real_args(runs, "idx"), *tiny, "--data.digits=[4,9]")
