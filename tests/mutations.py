@@ -212,6 +212,20 @@ MUTATIONS = [
         "        pass",
         ["tests/test_study.py -k without_ray"],
     ),
+    Mutation(
+        "the notebook seeded unlike the command line",
+        "notebooks/transfer_learning.ipynb",
+        "SEED = 0  # the configs' seed_everything",
+        "SEED = 1  # the configs' seed_everything",
+        ["tests/test_notebook.py -k top_to_bottom"],
+    ),
+    Mutation(
+        "a notebook cell raises",
+        "notebooks/transfer_learning.ipynb",
+        "source_result = source_model.test_summary  #",
+        "source_result = source_model.no_such_summary  #",
+        ["tests/test_notebook.py -k top_to_bottom"],
+    ),
 ]
 
 
