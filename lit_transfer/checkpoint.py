@@ -1,9 +1,10 @@
 """Our checkpoints: written atomically, read only with PyTorch's weights-only unpickler, and recognisable.
 
-Every checkpoint this package writes carries ``checkpoint[MARKER]``: which dataset and digits it was trained on
-and whether its backbone was frozen. That tells the command line whether a ``--ckpt_path`` continues the same
-stage (resume) or starts the next one (transfer). Checkpoints written before the layers had names
-(``backbone.0.weight`` for ``backbone.conv1.weight``, ...) are read with today's names.
+Every checkpoint this package writes carries ``checkpoint[MARKER]`` (written by the ``CheckpointMarker``
+callback): which dataset and digits it was trained on and whether its backbone was frozen. That tells the command
+line whether a ``--ckpt_path`` continues the same stage (resume) or starts the next one (transfer). Checkpoints
+written before the layers had names (``backbone.0.weight`` for ``backbone.conv1.weight``, ...) are read with
+today's names. ``copy_weights`` is the transfer itself: a checkpoint's layers into a network.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
 
 from lit_transfer.errors import UserError
+from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, count_params, weight_layers
 
 MARKER = "lit_transfer"
 FORMAT = 1
@@ -37,6 +41,14 @@ def frozen_stage(trainer: L.Trainer) -> bool:
     """Whether this run freezes layers (a ``BaseFinetuning`` callback such as ``FreezeFeatures``): what tells a
     stage-two checkpoint from a stage-one one."""
     return any(isinstance(cb, BaseFinetuning) for cb in trainer.callbacks)
+
+
+def same_stage(ckpt_path: str, data: L.LightningDataModule, trainer: L.Trainer) -> bool:
+    """Whether the checkpoint continues this run's stage (same dataset, classes and freezing: resume) or comes
+    from another stage (transfer its weights)."""
+    meta = require_ours(load_checkpoint(ckpt_path), ckpt_path)
+    here = (data.dataset, data.class_names, frozen_stage(trainer))
+    return (meta.get("dataset"), class_names(meta), meta.get("frozen_stage")) == here
 
 
 def named_layer(key: str) -> str:
@@ -125,3 +137,78 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         checkpoint = load_checkpoint(path, map_location=map_location or "cpu")
         require_ours(checkpoint, path)
         return checkpoint
+
+
+class CheckpointMarker(L.Callback):
+    """Writes ``checkpoint[MARKER]`` (what the checkpoint was trained on) and the global RNG state into every
+    checkpoint, and restores the RNG state when one is loaded; ``loaded`` is the marker of the checkpoint loaded
+    last (``loaded_marker(trainer)``), e.g. the classes ``predict`` names its outputs by."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, Any] = {}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        data = trainer.datamodule
+        dataset = getattr(data, "dataset", None)
+        checkpoint[MARKER] = {
+            "format": FORMAT,
+            "dataset": dataset,
+            "digits": list(getattr(data, "digits", None) or []),
+            "num_classes": pl_module.hparams.num_classes,
+            "frozen_stage": frozen_stage(trainer),
+            **{k: v for k, v in count_params(pl_module).items() if k != "total_params"},
+        }
+        if dataset == "folder":  # the real names, in label order (no digits)
+            checkpoint[MARKER].update(classes=list(data.class_names), digits=[])
+        # Lightning does not store the global RNG; dropout draws from it, so an exact resume needs it.
+        checkpoint["rng"] = {"torch": torch.get_rng_state()}
+        if pl_module.device.type == "cuda":
+            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state(pl_module.device)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.loaded = dict(checkpoint.get(MARKER) or {})
+        rng = checkpoint.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and pl_module.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), pl_module.device)
+
+
+def loaded_marker(trainer: L.Trainer) -> dict[str, Any]:
+    """The marker of the checkpoint this trainer loaded (``{}``: none, or no ``CheckpointMarker``)."""
+    return next((cb.loaded for cb in trainer.callbacks if isinstance(cb, CheckpointMarker)), {})
+
+
+def copy_weights(path: str, backbone: Backbone, head: Head, transfer_layers: int | None = None) -> None:
+    """Copy the backbone (and the head, when it fits) of the checkpoint at ``path`` into ``backbone`` and
+    ``head``, or its first ``transfer_layers`` weight layers (1 = conv1 ... 4 = fc2)."""
+    checkpoint = load_checkpoint(path)
+    meta = require_ours(checkpoint, path)
+    # The source network as it was trained (its own head width), loaded strictly: any missing or misshapen
+    # layer means another architecture.
+    source = nn.ModuleDict({"backbone": Backbone(), "head": Head(meta.get("num_classes") or 0)})
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
+    try:
+        source.load_state_dict(weights)
+    except RuntimeError:
+        raise UserError(
+            f"the weights in {path} do not fit this model (different layers or shapes): "
+            "transfer from a checkpoint of this model's architecture"
+        ) from None
+    pairs = list(zip(weight_layers(source.backbone, source.head), weight_layers(backbone, head), strict=True))
+    if transfer_layers is not None:
+        pairs = pairs[:transfer_layers]
+    copied = []
+    for i, (src, dst) in enumerate(pairs):
+        if src.weight.shape == dst.weight.shape:
+            dst.load_state_dict(src.state_dict())
+            copied.append(WEIGHT_LAYERS[i])
+        elif i < 2 or transfer_layers is not None:  # the backbone must fit; so must layers asked for
+            raise UserError(f"layer {i + 1} in {path} has another shape than this model's: transfer fewer layers")
+    note = ", ".join(copied)
+    if len(copied) < 4 and transfer_layers is None:
+        note += (
+            f"; its head has {meta.get('num_classes')} classes and this model {head.num_classes}, "
+            "so the last layer is newly initialised"
+        )
+    rank_zero_info(f"lit_transfer: transferred {note} from {path} (classes {', '.join(class_names(meta))})")

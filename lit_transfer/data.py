@@ -1,4 +1,5 @@
-"""The DataModule: an MNIST-style dataset filtered to chosen digits (labels remapped to 0..k-1), or image folders."""
+"""The DataModules: a small base (validation split, label budget, batches, predict on files) and the MNIST-family
+IDX datasets filtered to chosen digits (labels remapped to 0..k-1). Image folders: ``folder_data.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from torch import Tensor
 from torchvision import datasets
 
 from lit_transfer.errors import UserError
-from lit_transfer.folder import ImageFolderData
 from lit_transfer.loader import EpochSampler, TensorBatches
 from lit_transfer.predict_files import find_images, read_images
 
@@ -54,91 +54,152 @@ def check_idx_file(path: Path, magic: int, ndim: int) -> int:
     return dims[0]
 
 
-class DigitsDataModule(L.LightningDataModule):
-    """MNIST-style digits filtered to ``digits`` (label ``i`` is the real digit ``digits[i]``), or an image folder
-    (``dataset: folder``: label ``i`` is ``classes[i]``, see ``lit_transfer/folder.py``).
+class ImagesDataModule(L.LightningDataModule):
+    """What every dataset here shares: each split read once into uint8 tensors ``(N, 28, 28)`` and labels
+    ``0..k-1`` (a subclass's ``read``), moved to the training device, a fixed validation split, an optional label
+    budget, and batches drawn by index (``loader.py``); images are normalised on the device by the model.
+    ``predict`` reads the test split, or the image files of ``predict_path``.
 
-    Each split is read once into uint8 tensors (torchvision's ``.data``/``.targets``, or the folder's decoded
-    images) and moved to the training device; batches are drawn by index, images are normalised on the device by
-    the model. ``predict`` reads the test split, or the image files of ``predict_path``.
+    Subclasses give ``dataset`` (what the checkpoint marker records), ``class_names`` and ``read(split)``.
     """
+
+    dataset: str
 
     def __init__(
         self,
-        data_dir: str = "data/",
-        digits: list[int] = [5, 6, 7, 8, 9],  # noqa: B006 (jsonargparse shows list defaults; never mutated)
-        dataset: Literal["mnist", "fashion_mnist", "kmnist", "folder"] = "mnist",
-        download: bool = True,
         batch_size: int = 128,
         val_size: float = 0.1,
         train_per_class: int | None = None,
         seed: int = 0,
-        classes: list[str | int] | None = None,
-        test_size: float = 0.2,
-        cache_dir: str | None = None,
         predict_path: str | None = None,
     ) -> None:
         """
         Args:
-            data_dir: Root in torchvision's layout: the files are read from ``<data_dir>/MNIST/raw/``
-                (``FashionMNIST``, ``KMNIST`` for the other datasets); for ``folder``, the folder that holds
-                ``train/<class>/<image>`` and optionally ``test/<class>/<image>``.
-            digits: The classes to keep, in label order: label ``i`` is digit ``digits[i]`` (not for ``folder``).
-            dataset: Which torchvision dataset class reads the files, or ``folder``: your own images, each made
-                the network's 28x28 input by the rule in docs/own-data.md.
-            download: Download the files into ``data_dir`` when they are missing (not for ``folder``).
             batch_size: Images per batch and per device (128 in the notebook).
-            val_size: Fraction of the chosen digits' training images held out for validation (0 disables
-                validation). The test split is only used for the final test metrics.
-            train_per_class: Keep only this many training images per digit (a label budget; ``None`` keeps all).
+            val_size: Fraction of the training images held out for validation (0 disables validation). The test
+                split is only used for the final test metrics.
+            train_per_class: Keep only this many training images per class (a label budget; ``None`` keeps all).
                 The validation split is taken first, from all images.
             seed: Seed of the validation split, the label budget and of the per-epoch shuffling.
-            classes: ``folder`` only: the class folders to use, by name, in label order (a number names the
-                folder of that name, e.g. ``[3, 7]``; ``None``: every class folder of ``train/``, sorted by name).
-            test_size: ``folder`` without a ``test/`` folder: the share of each class's images held out as the
-                test split (the same images in every run, whatever the seed).
-            cache_dir: ``folder`` only: where the decoded images are cached (``None``:
-                ``$XDG_CACHE_HOME/lit_transfer`` or ``~/.cache/lit_transfer``).
             predict_path: ``predict`` only: an image file, a folder of images (searched recursively) or a glob;
                 ``None`` predicts the test split.
         """
         super().__init__()
-        if dataset != "folder":
-            check_digits(digits)
-        if not 0 < test_size < 1:
-            raise UserError(f"--data.test_size is {test_size}: give a fraction in (0, 1), e.g. 0.2")
         if not 0 <= val_size < 1:
             raise UserError(f"--data.val_size is {val_size}: give a fraction in [0, 1), e.g. 0.1")
         if train_per_class is not None and train_per_class < 1:
             raise UserError(f"--data.train_per_class is {train_per_class}: give a positive number or null (all)")
         if batch_size < 1:
             raise UserError(f"--data.batch_size is {batch_size}: give a positive number, e.g. 128")
-        self.save_hyperparameters()
-        self.data_dir, self.digits, self.dataset = data_dir, list(digits), dataset
-        self.download, self.batch_size, self.val_size, self.seed = download, batch_size, val_size, seed
+        self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
         self.train_per_class = train_per_class
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
-        self.test_index: Tensor | None = None  # each test image's position in the test IDX file
-        self.test_files: list[str] | None = None  # a folder's test images
+        self.test_index: Tensor | None = None  # each test image's position in its source (an IDX file's numbering)
+        self.test_files: list[str] | None = None  # an image folder's test files
         self.predict_path = predict_path
         self.predict_files: list[str] = []  # predict_path's files, readable or not
         self.predict_errors: dict[int, str] = {}  # position in predict_files -> why it could not be read
-        # Lists and decodes nothing until asked (the class names at the latest, for the head's width)
-        names = None if classes is None else [str(c) for c in classes]  # YAML reads a folder named 3 as a number
-        self.folder = ImageFolderData(data_dir, names, cache_dir, test_size) if dataset == "folder" else None
+
+    @property
+    def class_names(self) -> list[str]:
+        """The real name of each label, in label order."""
+        raise NotImplementedError
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    @property
-    def class_names(self) -> list[str]:
-        """The real name of each label: the folder's class names, or the digits."""
-        return self.folder.class_names if self.folder is not None else [str(d) for d in self.digits]
+    def read(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
+        """The ``train`` or ``test`` split: uint8 images ``(N, 28, 28)``, labels ``0..k-1``, each image's position
+        in its source."""
+        raise NotImplementedError
 
     @property
     def predicting_files(self) -> bool:
         return self.predict_path is not None and self.trainer is not None and self.trainer.state.fn == "predict"
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if stage in ("fit", "validate") and "train" not in self.splits:
+            images, labels, _ = self.read("train")
+            # Fixed split, independent of the training seed, so every stage and rank holds out the same images.
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+            n_val = round(self.val_size * len(labels))
+            val, train = order[:n_val].sort().values, order[n_val:]
+            if self.train_per_class is not None:  # the first n of each class in the seeded order
+                train = torch.cat([train[labels[train] == c][: self.train_per_class] for c in range(self.num_classes)])
+            train = train.sort().values
+            self.splits["train"] = (images[train].to(device), labels[train].to(device))
+            if n_val:
+                self.splits["val"] = (images[val].to(device), labels[val].to(device))
+        if stage == "predict" and self.predict_path is not None:
+            self.predict_files = find_images(self.predict_path)
+            images, self.predict_errors = read_images(self.predict_files)
+            self.splits["predict"] = (images.to(device), torch.arange(len(images), device=device))
+        elif stage in ("test", "predict") and "test" not in self.splits:
+            images, labels, self.test_index = self.read("test")
+            self.splits["test"] = (images.to(device), labels.to(device))
+
+    def _batches(self, split: str, shuffle: bool) -> TensorBatches:
+        images, labels = self.splits[split]
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = EpochSampler(len(labels), self.batch_size, shuffle, self.seed, rank, world)
+        return TensorBatches(images, labels, sampler)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches | list:
+        return self._batches("val", shuffle=False) if "val" in self.splits else []
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", shuffle=False)
+
+    def predict_dataloader(self) -> TensorBatches:
+        return self._batches("predict" if "predict" in self.splits else "test", shuffle=False)
+
+
+class DigitsDataModule(ImagesDataModule):
+    """MNIST-style digits (MNIST, Fashion-MNIST, KMNIST) filtered to ``digits``: label ``i`` is the real digit
+    ``digits[i]``. Read by torchvision's dataset classes (their ``.data``/``.targets``), after a check of the IDX
+    files that names what is wrong."""
+
+    def __init__(
+        self,
+        data_dir: str = "data/",
+        digits: list[int] = [5, 6, 7, 8, 9],  # noqa: B006 (jsonargparse shows list defaults; never mutated)
+        dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist",
+        download: bool = True,
+        batch_size: int = 128,
+        val_size: float = 0.1,
+        train_per_class: int | None = None,
+        seed: int = 0,
+        predict_path: str | None = None,
+    ) -> None:
+        """
+        Args:
+            data_dir: Root in torchvision's layout: the files are read from ``<data_dir>/MNIST/raw/``
+                (``FashionMNIST``, ``KMNIST`` for the other datasets).
+            digits: The classes to keep, in label order: label ``i`` is digit ``digits[i]``.
+            dataset: Which torchvision dataset class reads the files.
+            download: Download the files into ``data_dir`` when they are missing.
+            batch_size: Images per batch and per device (128 in the notebook).
+            val_size: Fraction of the chosen digits' training images held out for validation (0 disables
+                validation). The test split is only used for the final test metrics.
+            train_per_class: Keep only this many training images per digit (a label budget; ``None`` keeps all).
+                The validation split is taken first, from all images.
+            seed: Seed of the validation split, the label budget and of the per-epoch shuffling.
+            predict_path: ``predict`` only: an image file, a folder of images (searched recursively) or a glob;
+                ``None`` predicts the test split.
+        """
+        super().__init__(batch_size, val_size, train_per_class, seed, predict_path)
+        check_digits(digits)
+        self.save_hyperparameters()
+        self.data_dir, self.digits, self.dataset, self.download = data_dir, list(digits), dataset, download
+
+    @property
+    def class_names(self) -> list[str]:
+        return [str(d) for d in self.digits]
 
     @property
     def raw_folder(self) -> Path:
@@ -148,15 +209,9 @@ class DigitsDataModule(L.LightningDataModule):
         return all((self.raw_folder / stem).is_file() for files in IDX_FILES.values() for stem, _, _ in files)
 
     def prepare_data(self) -> None:
-        """Download if asked and needed; otherwise fail early with where we looked and how to lay files out.
-        An image folder is checked and its images decoded into the cache."""
-        if self.predicting_files:
+        """Download if asked and needed; otherwise fail early with where we looked and how to lay files out."""
+        if self.predicting_files or self._files_present():
             return  # predict on image files needs no dataset
-        if self.folder is not None:
-            self.folder.prepare()
-            return
-        if self._files_present():
-            return
         if self.download:
             try:
                 for train in (True, False):
@@ -176,13 +231,8 @@ class DigitsDataModule(L.LightningDataModule):
             f"{DATASETS[self.dataset].__name__}/raw/"
         )
 
-    def _read(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
+    def read(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
         """The split's images and labels of the chosen digits, and their positions in the IDX files."""
-        if self.folder is not None:
-            images, labels, files = self.folder.read(split)
-            if split == "test":
-                self.test_files = files
-            return images, labels, torch.arange(len(labels))
         self.prepare_data()  # a clear error also when setup() is called without prepare_data()
         (images_file, *images_spec), (labels_file, *labels_spec) = IDX_FILES[split]
         n_images = check_idx_file(self.raw_folder / images_file, *images_spec)
@@ -204,47 +254,5 @@ class DigitsDataModule(L.LightningDataModule):
             raise UserError(f"no image of digits {self.digits} in {self.raw_folder / labels_file}")
         return images[keep].contiguous(), lookup[labels[keep]], keep.nonzero().squeeze(1)
 
-    def setup(self, stage: str) -> None:
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if stage in ("fit", "validate") and "train" not in self.splits:
-            images, labels, _ = self._read("train")
-            # Fixed split, independent of the training seed, so every stage and rank holds out the same images.
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
-            n_val = round(self.val_size * len(labels))
-            val, train = order[:n_val].sort().values, order[n_val:]
-            if self.train_per_class is not None:  # the first n of each digit in the seeded order
-                train = torch.cat([train[labels[train] == c][: self.train_per_class] for c in range(self.num_classes)])
-            train = train.sort().values
-            self.splits["train"] = (images[train].to(device), labels[train].to(device))
-            if n_val:
-                self.splits["val"] = (images[val].to(device), labels[val].to(device))
-        if stage == "predict" and self.predict_path is not None:
-            self.predict_files = find_images(self.predict_path)
-            images, self.predict_errors = read_images(self.predict_files)
-            self.splits["predict"] = (images.to(device), torch.arange(len(images), device=device))
-        elif stage in ("test", "predict") and "test" not in self.splits:
-            images, labels, self.test_index = self._read("test")
-            self.splits["test"] = (images.to(device), labels.to(device))
-
-    def _batches(self, split: str, shuffle: bool) -> TensorBatches:
-        images, labels = self.splits[split]
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = EpochSampler(len(labels), self.batch_size, shuffle, self.seed, rank, world)
-        return TensorBatches(images, labels, sampler)
-
-    def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", shuffle=True)
-
-    def val_dataloader(self) -> TensorBatches | list:
-        return self._batches("val", shuffle=False) if "val" in self.splits else []
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", shuffle=False)
-
-    def predict_dataloader(self) -> TensorBatches:
-        return self._batches("predict" if "predict" in self.splits else "test", shuffle=False)
-
     def __repr__(self) -> str:
-        if self.folder is not None:
-            return f"{type(self).__name__}(dataset='folder', data_dir={self.data_dir!r})"
         return f"{type(self).__name__}(dataset={self.dataset!r}, digits={self.digits})"

@@ -16,22 +16,28 @@ def on_accelerator(loss: Tensor) -> bool:
     return loss.device.type != "cpu"
 
 
-class LossWatch:
-    """Checks every training loss. On the CPU a check is free and happens at once; where reading the loss would
-    wait for the device (``defer``), the first bad step is recorded on the device instead and read before each
-    checkpoint and at each epoch end, so a checkpoint written after the loss went bad never replaces the last good
-    one. The record is updated in place, with the step as a device scalar, so that a CUDA graph can hold it too."""
+class LossWatch(L.Callback):
+    """Checks every training loss, before its backward pass (the way ``EarlyStopping(check_finite=True)`` watches a
+    metric from outside the module, but every step). On the CPU a check is free and happens at once; where reading
+    the loss would wait for the device (``defer``), the first bad step is recorded on the device instead and read
+    before each checkpoint and at each epoch end, so a checkpoint written after the loss went bad never replaces the
+    last good one. The record is updated in place, with the step as a device scalar, so that a CUDA graph can hold
+    it too."""
 
     def __init__(self, defer: Callable[[Tensor], bool] = on_accelerator) -> None:
+        """
+        Args:
+            defer: Whether checking a loss on the host would wait for its device (default: anything but the CPU).
+        """
         self.defer = defer
         self.bad_step: Tensor | None = None  # first step with a non-finite loss (-1: none), on the device
         self.step_now: Tensor | None = None  # the current step, on the device
 
-    def start_step(self, step: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if self.step_now is not None:
-            self.step_now.fill_(step)
+            self.step_now.fill_(trainer.global_step)
 
-    def update(self, loss: Tensor, trainer: L.Trainer) -> None:
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         if not self.defer(loss):
             if not torch.isfinite(loss):
                 diverged(trainer, trainer.global_step, loss.item())
@@ -45,6 +51,12 @@ class LossWatch:
     def check(self, trainer: L.Trainer) -> None:
         if self.bad_step is not None and (step := int(self.bad_step)) >= 0:
             diverged(trainer, step, float("nan"))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.check(trainer)  # raising here keeps the bad weights out of the checkpoint file
 
 
 def diverged(trainer: L.Trainer, step: int, value: float) -> None:

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer.checkpoint import load_checkpoint, require_ours
 from lit_transfer.errors import UserError
+from lit_transfer.predict_files import find_images
 
 
 def refuse_shorthand(ckpt_path: str | None) -> None:
@@ -26,6 +27,15 @@ def refuse_shorthand(ckpt_path: str | None) -> None:
         )
 
 
+def folder_classes(ckpt_path: str | None) -> list[str] | None:
+    """An image-folder checkpoint's own classes in its own label order, for evaluating it: a class folder added
+    since must not shift the labels, and predict on files needs no data folder at all."""
+    refuse_shorthand(ckpt_path)
+    if ckpt_path in (None, "hpc", "registry"):
+        return None
+    return require_ours(load_checkpoint(ckpt_path), ckpt_path).get("classes")
+
+
 def prepare(
     subcommand: str, ckpt_path: str | None, model: L.LightningModule, data: Any, given: set[str]
 ) -> L.LightningModule:
@@ -34,29 +44,52 @@ def prepare(
     refuse_shorthand(ckpt_path)
     if ckpt_path is None:
         rank_zero_info(f"lit_transfer: warning: no --ckpt_path: {subcommand} uses randomly initialised weights")
-    if ckpt_path in (None, "hpc", "registry"):
-        return model
+    if ckpt_path not in (None, "hpc", "registry"):
+        model = with_checkpoint(subcommand, ckpt_path, model, data, given)
+    # Missing data or no image to predict fails here, before the trainer starts its loggers in the run folder.
+    if subcommand == "predict" and data.predict_path is not None:
+        find_images(data.predict_path)
+    else:
+        data.prepare_data()
+    return model
+
+
+def with_checkpoint(
+    subcommand: str, ckpt_path: str, model: L.LightningModule, data: Any, given: set[str]
+) -> L.LightningModule:
+    """``prepare``'s checks and settings for a checkpoint file."""
     state = load_checkpoint(ckpt_path)
     meta = require_ours(state, ckpt_path)
     dataset, digits = meta.get("dataset"), meta.get("digits")
-    if dataset and dataset != data.dataset:
-        if "dataset" in given:
-            raise UserError(
-                f"{ckpt_path} was trained on {dataset}, not {data.dataset}: leave out --data.dataset to evaluate it "
-                "on its own dataset"
-            )
-        data.dataset = data.hparams.dataset = dataset
-    if digits and list(digits) != list(data.digits):
-        if "digits" not in given:
-            rank_zero_info(f"lit_transfer: {subcommand} on the checkpoint's digits {list(digits)} ({dataset})")
-            data.digits = data.hparams.digits = list(digits)
-        elif len(data.digits) != len(digits):
-            raise UserError(
-                f"{ckpt_path} has a head for {len(digits)} digits {list(digits)}, and --data.digits gives "
-                f"{len(data.digits)}: give {len(digits)} digits, or leave out --data.digits to use its own"
-            )
-    if model.hparams.num_classes != data.num_classes:  # the head follows the digits (as the CLI links them)
-        model = type(model)(**{**model.hparams, "num_classes": data.num_classes})
+    mixed = (dataset == "folder") != (data.dataset == "folder")  # an image-folder checkpoint and digit data, or back
+    if mixed and data.predict_path is None:
+        fix = (
+            "--data FolderDataModule --data.data_dir <its folder> (or --config configs/folder_finetune.yaml)"
+            if dataset == "folder"
+            else "its digits' config (e.g. --config configs/pretrain.yaml)"
+        )
+        raise UserError(f"{ckpt_path} was trained on {dataset}, not on this data: evaluate it with {fix}")
+    if not mixed and dataset != "folder":
+        if dataset and dataset != data.dataset:
+            if "dataset" in given:
+                raise UserError(
+                    f"{ckpt_path} was trained on {dataset}, not {data.dataset}: leave out --data.dataset to evaluate "
+                    "it on its own dataset"
+                )
+            data.dataset = data.hparams.dataset = dataset
+        if digits and list(digits) != list(data.digits):
+            if "digits" not in given:
+                rank_zero_info(f"lit_transfer: {subcommand} on the checkpoint's digits {list(digits)} ({dataset})")
+                data.digits = data.hparams.digits = list(digits)
+            elif len(data.digits) != len(digits):
+                raise UserError(
+                    f"{ckpt_path} has a head for {len(digits)} digits {list(digits)}, and --data.digits gives "
+                    f"{len(data.digits)}: give {len(digits)} digits, or leave out --data.digits to use its own"
+                )
+    # The head follows the data's classes (as the CLI links them); predict on files follows the checkpoint's.
+    width = meta.get("num_classes") or data.num_classes if mixed else data.num_classes
+    if model.hparams.num_classes != width:
+        model = type(model)(**{**model.hparams, "num_classes": width})
     expected = {k: v.shape for k, v in model.state_dict().items()}
     found = {k: v.shape for k, v in state["state_dict"].items()}
     if found != expected:

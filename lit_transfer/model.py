@@ -6,8 +6,8 @@ Layer for layer the Keras model of ``mnist_transfer_cnn.py``, with the same laye
     feature_layers         Conv2D(32, 3x3) ReLU  Conv2D(32, 3x3) ReLU  MaxPooling2D(2x2)  Dropout(0.25)  Flatten
     classification_layers  Dense(128) ReLU  Dropout(0.5)  Dense(num_classes)
 
-On the CPU, ``TransferModule`` swaps in layers that compute the same values and gradients faster
-(``lit_transfer/speed/layers.py``); ``to_notebook_layers`` there swaps them back, e.g. for export.
+On the CPU, the command line swaps in layers that compute the same values and gradients faster
+(``lit_transfer/speed/layers.py``, ``FastCpuLayers``); ``to_notebook_layers`` there swaps them back, e.g. for export.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from torch import Tensor, nn
 FEATURE_SHAPE = (32, 12, 12)  # 28 -> 26 -> 24 after two valid 3x3 convs, -> 12 after 2x2 pooling
 FEATURE_DIM = 32 * 12 * 12  # 4608, the flattened feature vector the head reads
 WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2")  # input to output: Yosinski et al.'s "first n layers"
+
+
+def to_input(images: Tensor) -> Tensor:
+    """uint8 images ``(N, 28, 28)`` -> float ``(N, 1, 28, 28)`` in [0, 1] (the notebook's ``x_train /= 255``)."""
+    return images.unsqueeze(1).float().div_(255)
 
 
 class Backbone(nn.Sequential):

@@ -13,7 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+
+from lit_transfer.errors import UserError
 
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # how DDP worker processes learn the run directory rank 0 claimed
 
@@ -63,6 +68,44 @@ def loggers_into(logger: Any, run_dir: Path) -> Any:
         init.name, init.version = "", ""
     logger.init_args = init
     return logger
+
+
+def refuse_overwrite(trainer: L.Trainer, ckpt_path: str | None) -> None:
+    """A checkpoint folder the user named must not hold another run's checkpoints."""
+    for cb in trainer.checkpoint_callbacks:
+        if not isinstance(cb, ModelCheckpoint) or cb.dirpath is None:
+            continue  # no dirpath: checkpoints go into this run's fresh directory
+        existing = sorted(Path(cb.dirpath).glob("*.ckpt"))
+        resuming_here = ckpt_path and Path(ckpt_path).resolve().parent == Path(cb.dirpath).resolve()
+        if existing and not resuming_here:
+            raise UserError(
+                f"checkpoint folder {cb.dirpath} already holds {existing[0].name} from another run: "
+                "choose an empty dirpath, or leave dirpath unset so each run gets its own folder"
+            )
+
+
+def default_loggers(run_dir: Path) -> list[Logger]:
+    """The CSV log and the same scalars for TensorBoard (``tensorboard --logdir runs``), both in ``run_dir``."""
+    return [CSVLogger(run_dir, name="", version=""), TensorBoardLogger(run_dir, name="", version="")]
+
+
+def with_save_dir(args: list[str]) -> list[str]:
+    """``--trainer.logger TensorBoardLogger`` (or CSVLogger) with a ``save_dir`` added where none is given: the two
+    require one to parse, and every logger's folder becomes the run folder anyway (``loggers_into``)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        key, _, value = arg.partition("=")
+        if key in ("--trainer.logger", "--trainer.logger+") and not value and i + 1 < len(args):
+            continue  # the value is the next argument: handled there
+        if key not in ("--trainer.logger", "--trainer.logger+"):
+            if i == 0 or args[i - 1] not in ("--trainer.logger", "--trainer.logger+"):
+                continue
+            value = arg
+        named = any(a.startswith("--trainer.logger.save_dir") for a in args[i + 1 : i + 3])
+        if value.rpartition(".")[2] in ("TensorBoardLogger", "CSVLogger") and not named:
+            out.append("--trainer.logger.save_dir=runs")
+    return out
 
 
 def _init_params(class_path: str) -> set[str]:

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from conftest import REPO, common_args, only_run, run_cli
+from helpers import REPO, common_args, only_run, run_cli
 
 from lit_transfer.images import load_mnist
 

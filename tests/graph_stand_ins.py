@@ -1,10 +1,9 @@
-"""CPU stand-ins for the CUDA captures, given to a ``TransferModule`` instance (no module globals patched).
+"""CPU stand-ins for the CUDA captures, given to a ``CudaGraphs`` callback (no module globals patched).
 
-They replay what a graph would: the forward stand-in copies each batch into the static input buffer captured with
+The forward stand-in replays what a graph would: it copies each batch into the static input buffer captured with
 the graph, and gives gradients only to the parameters that required them at capture (a graph's backward computes
 those and no others), so a graph that is not rebuilt after unfreezing, or a batch that does not reach the static
-buffer, changes the training and the tests comparing against eager training fail. The whole-step stand-in replays
-the step closure over the static buffers of ``StepGraph``.
+buffer, changes the training and the tests comparing against eager training fail.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_transfer.divergence import LossWatch
+from lit_transfer.speed.cuda_graphs import CudaGraphs
 
 
 def forward_stand_in(module: nn.Module, sample: Tensor) -> Callable[[Tensor], Tensor]:
@@ -30,27 +30,26 @@ def forward_stand_in(module: nn.Module, sample: Tensor) -> Callable[[Tensor], Te
     return replay
 
 
-def step_stand_in(warmup: Callable[[], None], step: Callable[[], Tensor]) -> Callable[[], Tensor]:
-    # The warm-up runs with the random state put back, as a graph's warm-up leaves the eager stream's masks alone.
-    with torch.random.fork_rng():
-        warmup()
-    return step
-
-
-def use_stand_ins(model: nn.Module, defer_checks: bool = False) -> None:
-    """Let ``model`` take its CUDA-graph paths on the CPU; ``defer_checks``: watch the loss as on an accelerator."""
-    model.graphs_allowed = lambda trainer: True
-    model.forward_capture = forward_stand_in
-    model.step_capture = step_stand_in
-    if defer_checks:
-        model.loss_watch = LossWatch(defer=lambda loss: True)
+def stand_in_graphs() -> CudaGraphs:
+    """``CudaGraphs`` that takes its graphed path on the CPU, with the stand-in capture."""
+    return CudaGraphs(allowed=lambda trainer: True, capture=forward_stand_in)
 
 
 class StandIns(L.Callback):
-    """The same for a real CLI run: ``--trainer.callbacks+=graph_stand_ins.StandIns`` (tests/ on the path)."""
+    """The same for a real CLI run: ``--trainer.callbacks+=graph_stand_ins.StandIns`` (tests/ on the path), with
+    ``--speed.cuda_graphs=false`` so that the command line's own CudaGraphs does not run as well. ``defer_checks``:
+    the NaN watch as on an accelerator (checked at checkpoints and epoch ends, not every step)."""
 
     def __init__(self, defer_checks: bool = False) -> None:
+        self.graphs = stand_in_graphs()
         self.defer_checks = defer_checks
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        use_stand_ins(pl_module, self.defer_checks)
+        for watch in (cb for cb in trainer.callbacks if isinstance(cb, LossWatch) and self.defer_checks):
+            watch.defer = lambda loss: True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.graphs.on_train_start(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.graphs.on_train_end(trainer, pl_module)

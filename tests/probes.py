@@ -10,8 +10,9 @@ import torch
 
 
 class RecordTrainSums(L.Callback):
-    """Before the module reduces them across processes, write each rank's own training sums of the epoch
-    ([correct, loss * images, images]) to ``<folder>/sums-rank<r>-epoch<e>.json``."""
+    """Before the module's metrics reduce them across processes (callbacks' epoch-end hooks run before the
+    module's), write each rank's own training sums of the epoch ([correct, loss * images, images], read from the
+    torchmetrics states) to ``<folder>/sums-rank<r>-epoch<e>.json``."""
 
     def __init__(self, folder: str) -> None:
         self.folder = Path(folder)
@@ -19,7 +20,9 @@ class RecordTrainSums(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"sums-rank{trainer.global_rank}-epoch{trainer.current_epoch}.json"
-        (self.folder / name).write_text(json.dumps(pl_module.train_sums.sums.tolist()))
+        acc, loss = pl_module.metrics["train_acc"], pl_module.metrics["train_loss"]
+        sums = [acc.tp.sum().item(), loss.mean_value.item(), loss.weight.item()]
+        (self.folder / name).write_text(json.dumps(sums))
 
 
 class RecordDtypes(L.Callback):

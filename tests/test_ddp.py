@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, common_args, only_run, results, run_cli
+from helpers import REPO, common_args, only_run, results, run_cli
 
 pytestmark = pytest.mark.slow
 

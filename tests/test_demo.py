@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, common_args, make_digits, only_run, results, run_cli, write_mnist
 from demo_page import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, Page, assert_same_answers
+from helpers import REPO, common_args, make_digits, only_run, results, run_cli, write_mnist
 from PIL import Image
 
 from lit_transfer.demo import serve

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import common_args, folder_args, only_run, results, run_cli, snapshot, write_image_folder
+from helpers import common_args, folder_args, only_run, results, run_cli, snapshot, write_image_folder
 from PIL import Image
 from torchvision.datasets import MNIST
 

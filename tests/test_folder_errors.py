@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import folder_args, snapshot, write_image_folder
+from helpers import folder_args, snapshot, write_image_folder
 from PIL import Image
 from test_errors import fails, nothing_written
 

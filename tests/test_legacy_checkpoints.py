@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from conftest import common_args, only_run, results, run_cli
+from helpers import common_args, only_run, results, run_cli
 
 from lit_transfer.checkpoint import POSITIONAL_NAMES
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, common_args, only_run, results, run_cli
+from helpers import REPO, common_args, only_run, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_transfer.speed.cpu import bf16_note

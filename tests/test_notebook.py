@@ -11,9 +11,9 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from conftest import REAL_MNIST, REPO, only_run, results, run_cli
+from helpers import REAL_MNIST, REPO, only_run, results, run_cli
 
-from lit_transfer import DigitsDataModule, TransferModule
+from lit_transfer import DigitsDataModule, TransferModule, speed
 
 NOTEBOOK = REPO / "notebooks" / "transfer_learning.ipynb"
 needs_real_mnist = pytest.mark.skipif(
@@ -52,13 +52,12 @@ def notebook_stage_one(seed: int, epochs: int, train_batches: int) -> dict:
     L.seed_everything(seed)
     data = DigitsDataModule(REAL_MNIST, digits=[5, 6, 7, 8, 9], download=False, batch_size=128)
     model = TransferModule(num_classes=5)
-    speed = []  # TEMPORARY (issue 22): lit_transfer.speed.callbacks() once main has it, as in the notebook
     trainer = L.Trainer(
         max_epochs=epochs,
         limit_train_batches=train_batches,
         accelerator="cpu",
         devices=1,
-        callbacks=speed,
+        callbacks=speed.callbacks(),  # as the notebook and the command line add them
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REAL_MNIST, only_run, results, run_cli
+from helpers import REAL_MNIST, only_run, results, run_cli
 from PIL import Image, ImageOps
 from test_folder import write_from_idx
 from test_real_mnist import real_args
@@ -48,7 +48,7 @@ def test_png_folder_from_real_idx_files_trains_exactly_as_the_idx_files(tmp_path
         assert torch.equal(a, b) and torch.equal(la, lb), split
     tiny = ["--trainer.limit_train_batches=40"]  # of 83: the same training either way is the point
     run_cli("fit", "--config=configs/pretrain.yaml", *real_args(runs, "idx"), *tiny, "--data.digits=[4,9]")
-    own = [f"--data.data_dir={folder}", "--data.dataset=folder", f"--data.cache_dir={cache}", "--data.classes=[4,9]"]
+    own = [f"--data.data_dir={folder}", "--data=FolderDataModule", f"--data.cache_dir={cache}", "--data.classes=[4,9]"]
     run_cli("fit", "--config=configs/pretrain.yaml", *real_args(runs, "png"), *tiny, *own)
     first, second = results(only_run(runs / "idx")), results(only_run(runs / "png"))
     assert first["test_images"] == second["test_images"] == 1991  # every test 4 and 9

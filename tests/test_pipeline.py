@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONFIGS, common_args, only_run, results, run_cli, write_image_folder
+from helpers import CONFIGS, common_args, folder_args, only_run, results, run_cli, write_image_folder
 from torchvision.datasets import MNIST
 
 from lit_transfer.checkpoint import MARKER
@@ -21,10 +21,9 @@ FIT_CONFIGS = [c for c in CONFIGS if c.stem != "study"]  # study.yaml is python 
 
 @pytest.mark.parametrize("config", FIT_CONFIGS, ids=[c.stem for c in FIT_CONFIGS])
 def test_every_config_runs(config: Path, mnist_root: Path, tmp_path: Path) -> None:
-    data, extra = mnist_root, []
+    args = common_args(mnist_root, tmp_path / "runs", "x")
     if "folder" in config.stem:  # an image folder's config: a folder of images, its cache under tmp_path
-        data, extra = write_image_folder(tmp_path / "imgs"), [f"--data.cache_dir={tmp_path / 'cache'}"]
-    args = [*common_args(data, tmp_path / "runs", "x"), *extra]
+        args = folder_args(write_image_folder(tmp_path / "imgs"), tmp_path / "runs", "x", tmp_path / "cache")
     run_cli("fit", "--config", config, *args, "--trainer.fast_dev_run=true")
     report = results(only_run(tmp_path / "runs" / "x"))
     assert report["test_images"] > 0

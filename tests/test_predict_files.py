@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_digits, only_run, run_cli
+from helpers import make_digits, only_run, run_cli
 from PIL import Image, ImageOps
 
 from lit_transfer.images import load_mnist

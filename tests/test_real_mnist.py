@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REAL_MNIST, only_run, results, run_cli
+from helpers import REAL_MNIST, only_run, results, run_cli
 
 pytestmark = [
     pytest.mark.realdata,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, common_args, only_run, results, write_mnist
+from helpers import REPO, common_args, only_run, results, write_mnist
 
 pytestmark = pytest.mark.slow
 

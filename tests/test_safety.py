@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import common_args, run_cli
+from helpers import common_args, run_cli
 
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, load_checkpoint
 from lit_transfer.run_dirs import claim_run_dir
@@ -65,7 +65,7 @@ def test_our_checkpoints_hold_only_plain_values(mnist_root: Path, tmp_path: Path
     )
     (last,) = (tmp_path / "runs").rglob("last.ckpt")
     checkpoint = load_checkpoint(last)  # weights-only: raises if anything but tensors and plain values
-    assert checkpoint["hyper_parameters"]["cache_features"] is True
+    assert checkpoint["hyper_parameters"]["num_classes"] == 5
     assert checkpoint[MARKER]["frozen_stage"] is True
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import common_args, only_run, run_cli
+from helpers import common_args, only_run, run_cli
 
 from lit_transfer.loader import EpochSampler, TensorBatches
 
@@ -77,7 +77,7 @@ def test_cached_features_give_the_same_updates(unfreeze, mnist_root: Path, tmp_p
     assert "features of 48 train images are cached" in caplog.text  # the cache was really used
     assert "features of 12 val images are cached" in caplog.text
     caplog.clear()
-    plain = finetune_weights(mnist_root, runs, "plain", source, "--model.cache_features=false", *extra)
+    plain = finetune_weights(mnist_root, runs, "plain", source, "--speed.feature_cache=false", *extra)
     assert "are cached" not in caplog.text  # the comparison is with a run that computed every batch
     # Bit for bit: the cached output of the deterministic layers equals what each batch would compute.
     for key, value in plain.items():

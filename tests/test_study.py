@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_mnist
+from helpers import REPO, write_mnist
 from matplotlib.image import imread
 
 from lit_transfer.study.plan import Run

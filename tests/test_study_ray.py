@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, write_mnist
+from helpers import REPO, write_mnist
 
 from lit_transfer.study.runner import main
 

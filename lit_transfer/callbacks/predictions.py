@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from lit_transfer.checkpoint import class_names, loaded_marker
 from lit_transfer.files import atomic_write, unused_path
 
 COLUMNS = ("test_index", "digit", "predicted", "probability")
@@ -62,7 +63,7 @@ class PredictionCSV(BasePredictionWriter):
         name = "predictions.csv" if trainer.world_size == 1 else f"predictions-rank{trainer.global_rank}.csv"
         if getattr(datamodule, "predict_path", None) is not None:
             # the classes the checkpoint was trained on, whatever the config says (or the data's, without one)
-            names = getattr(pl_module, "checkpoint_classes", None) or datamodule.class_names
+            names = class_names(loaded_marker(trainer)) or datamodule.class_names
             write_file_predictions(trainer, batches, names, name)
             return
         if not batches:

@@ -13,15 +13,15 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
 
-from lit_transfer.checkpoint import frozen_stage
+from lit_transfer.checkpoint import frozen_stage, loaded_marker
 from lit_transfer.files import atomic_write, unused_path
 from lit_transfer.model import count_params
 
 
-def params_as_trained(module: L.LightningModule) -> dict[str, int]:
+def params_as_trained(trainer: L.Trainer, module: L.LightningModule) -> dict[str, int]:
     """The parameter counts, trainable and frozen as the checkpoint's stage had them when one was loaded (a
     test-only run of a stage-two checkpoint freezes nothing, but its backbone was frozen when it trained)."""
-    counts, loaded = count_params(module), getattr(module, "loaded_meta", None) or {}
+    counts, loaded = count_params(module), loaded_marker(trainer)
     if "frozen_params" in loaded and loaded["trainable_params"] + loaded["frozen_params"] == counts["total_params"]:
         counts.update(trainable_params=loaded["trainable_params"], frozen_params=loaded["frozen_params"])
     return counts
@@ -116,7 +116,7 @@ class StageReport(L.Callback):
             **({} if folder else {"per_digit_acc": per_class}),  # the digit datasets' own name, read by the study
             "confusion": summary["confusion"],
             # the counts during training; a test-only run counts what it loaded
-            **{k: fit.get(k, v) for k, v in params_as_trained(pl_module).items()},
+            **{k: fit.get(k, v) for k, v in params_as_trained(trainer, pl_module).items()},
             "checkpoint": last,
             "best_checkpoint": best,
             "device": str(trainer.strategy.root_device),

@@ -67,7 +67,7 @@ def load_model(path: str | os.PathLike) -> Model:
     fc2 = weights.get("head.fc2.weight")
     if fc2 is None or fc2.dim() != 2:
         raise UserError(f"{path} holds no classifier head (head.fc2): pass a .ckpt file written by lit_transfer fit")
-    module = TransferModule(num_classes=fc2.shape[0], cache_features=False, cuda_graph=False)
+    module = TransferModule(num_classes=fc2.shape[0])
     try:
         module.load_state_dict(weights)
     except RuntimeError:
@@ -76,7 +76,7 @@ def load_model(path: str | os.PathLike) -> Model:
             "pass a checkpoint of this model"
         ) from None
     module.eval().requires_grad_(False)
-    to_fast_cpu_layers(module)  # as TransferModule.setup does on the CPU, so predict's numbers come out
+    to_fast_cpu_layers(module)  # as the command line does on the CPU (FastCpuLayers), so predict's numbers come out
     names = class_names(meta)
     if len(names) != fc2.shape[0]:
         names = [str(i) for i in range(fc2.shape[0])]
@@ -94,7 +94,7 @@ def run(model: Model, image: Tensor) -> Output:
         for name in SHARED_LAYERS
     ]
     try:
-        probabilities = model.module.logits(image.unsqueeze(0)).float().softmax(1)[0]
+        probabilities = model.module(image.unsqueeze(0)).float().softmax(1)[0]
     finally:
         for hook in hooks:
             hook.remove()

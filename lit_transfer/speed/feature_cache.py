@@ -4,7 +4,10 @@ A frozen backbone's layers before its dropout compute the same output for an ima
 once over the training split (and the validation split, while fitting), and the loaders serve those features in
 place of the images. Dropout and flatten still run on the fly, so training is the same to the bit
 (``tests/test_speed_paths.py``) and costs a fraction of a full step (benchmarks/RESULTS.md). Once the backbone
-is unfrozen (gradual unfreezing) the loaders serve images again. ``--model.cache_features false`` turns it off.
+is unfrozen (gradual unfreezing) the loaders serve images again. ``--speed.feature_cache false`` turns it off.
+
+The module itself knows nothing of this: while fitting, the callback gives it a ``forward`` that runs the head on
+cached features (floats) and the whole network on images (uint8), and takes it away again at the end.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from lit_transfer.loader import TensorBatches
+from lit_transfer.model import to_input
 
 CHUNK = 256  # images per backbone pass while caching: small enough to stay in the CPU's caches (2x faster than 2048)
 
 
 class FeatureCache(L.Callback):
-    """Added by ``TransferModule.configure_callbacks`` when ``cache_features`` is on."""
+    """Added by the command line (``lit_transfer.speed.callbacks``); put it after ``FreezeFeatures``."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            # An instance attribute shadows the class's forward for this module only (undone in teardown).
+            pl_module.forward = _ForwardOrFromFeatures(pl_module)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if isinstance(pl_module.__dict__.get("forward"), _ForwardOrFromFeatures):
+            del pl_module.forward
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After FreezeFeatures' hook (the trainer's callbacks run before the module's), so an unfreezing is seen.
@@ -57,8 +70,21 @@ def features(pl_module: L.LightningModule, images: Tensor) -> Tensor:
     cache = None
     with pl_module.trainer.precision_plugin.forward_context():
         for start in range(0, len(images), CHUNK):
-            chunk = pl_module.backbone.features(pl_module.normalize(images[start : start + CHUNK]))
+            chunk = pl_module.backbone.features(to_input(images[start : start + CHUNK]))
             if cache is None:
                 cache = torch.empty((len(images), *chunk.shape[1:]), device=chunk.device)  # float32 under autocast too
             cache[start : start + len(chunk)] = chunk
     return cache
+
+
+class _ForwardOrFromFeatures:
+    """The module's own forward for images (uint8), and for cached features (floats) the rest of the network."""
+
+    def __init__(self, module: L.LightningModule) -> None:
+        self.module = module
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        module = self.module
+        if inputs.dtype == torch.uint8:
+            return type(module).forward(module, inputs)
+        return module.head(module.backbone.from_features(inputs))

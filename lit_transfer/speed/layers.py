@@ -1,6 +1,7 @@
 """The notebook's network with layers that compute the same values and gradients faster on the CPU.
 
-``to_fast_cpu_layers(module)`` swaps them in (as torchvision's ``convert_sync_batchnorm`` swaps batch norms) and
+``to_fast_cpu_layers(module)`` swaps them in (as torchvision's ``convert_sync_batchnorm`` swaps batch norms; the
+``FastCpuLayers`` callback does it when a run is on the CPU) and
 ``to_notebook_layers(module)`` swaps them back (e.g. before ``torch.jit.script`` or ONNX export, which cannot trace
 the custom autograd function below). The weights and their checkpoint keys stay the same. Measured in
 benchmarks/RESULTS.md (``python benchmarks/layers.py``); each change is checked bit for bit against the notebook's
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -115,3 +117,11 @@ def _rebuild(module: nn.Module, order: tuple[str, ...], flatten: type, dropout: 
     head.dropout = dropout(head.dropout.p)
     backbone.train(backbone.training)  # the new layers in the mode of the old ones
     head.train(head.training)
+
+
+class FastCpuLayers(L.Callback):
+    """Swaps the fast layers into the module when the trainer runs on the CPU (``--speed.fast_cpu_layers``)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.strategy.root_device.type == "cpu":
+            to_fast_cpu_layers(pl_module)
