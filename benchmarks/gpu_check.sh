@@ -50,17 +50,17 @@ if [[ "${1:-}" == "study" ]]; then
   step "done"
   exit 0
 fi
-step "tests: graphed steps (forward+backward, and the whole step) == eager on CUDA, speed paths, NaN stop"
+step "tests: graphed forward+backward == eager on CUDA, speed paths, NaN stop"
 timeout 150 python3 -m pytest -q -p no:cacheprovider --tb=short tests/test_graphs.py tests/test_speed_paths.py \
   tests/test_errors.py::test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint 2>&1 \
   | tail -40 | tee "$OUT/tests.log"
 step "loop overhead: Lightning's own cost per step on this host (the floor under any per-batch step)"
 timeout 60 python3 benchmarks/loop_overhead.py --device cuda --steps 1500 --repeats 3 2>&1 | tail -8 \
   | tee "$OUT/loop.log"
-# On an H200 (2026-11-27) one repeat of ours + plain took ~65 s; the whole-step graph adds one more of ours.
+# On an H200 (2026-11-27) one repeat of ours + plain took ~65 s; eager (no CUDA graphs) adds one more of ours.
 # The default runs as one process (both stages, one start-up): the same stages, and the whole-command target.
-step "benchmark: lit_transfer (default in one process; whole-step graph) and the plain loop, 3 repeats, interleaved"
-timeout 300 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours_one_process ours_whole_step plain_ftz 2>&1 \
+step "benchmark: lit_transfer (default in one process; eager) and the plain loop, 3 repeats, interleaved"
+timeout 300 python3 benchmarks/run.py --data_dir .data --repeats 3 --only ours_one_process ours_eager plain_ftz 2>&1 \
   | tee "$OUT/bench.log"
 if (( $(date +%s) - T0 < 480 )); then  # only when the device time allows
   step "profile: stage one with Lightning's SimpleProfiler"

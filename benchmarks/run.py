@@ -124,15 +124,13 @@ def main() -> None:
             "ours",
             "ours_one_process",
             "ours_eager",
-            "ours_whole_step",
             "ours_bar",
             "plain_ftz",
             "plain",
             "lightning",
         ],
         help="ours_one_process: both stages in one process (python -m lit_transfer.study --preset seed ...); "
-        "ours_eager: lit_transfer with --model.cuda_graph=false; ours_whole_step: with "
-        "--model.graph_whole_step=true (the whole step as one CUDA graph); ours_bar: with the progress bar users see",
+        "ours_eager: lit_transfer with --speed.cuda_graphs=false; ours_bar: with the progress bar users see",
     )
     p.add_argument("--ours_args", nargs="*", default=[], help="extra CLI arguments for lit_transfer")
     args = p.parse_args()
@@ -140,10 +138,7 @@ def main() -> None:
     impls = {
         "ours": lambda: ours(data_dir, args.ours_args),
         "ours_one_process": lambda: ours_one_process(data_dir, args.ours_args),
-        "ours_eager": lambda: ours(data_dir, [*args.ours_args, "--model.cuda_graph=false"], "lit_transfer, eager"),
-        "ours_whole_step": lambda: ours(
-            data_dir, [*args.ours_args, "--model.graph_whole_step=true"], "lit_transfer, whole-step graph"
-        ),
+        "ours_eager": lambda: ours(data_dir, [*args.ours_args, "--speed.cuda_graphs=false"], "lit_transfer, eager"),
         "ours_bar": lambda: ours(
             data_dir, [*args.ours_args, "--trainer.enable_progress_bar=true"], "lit_transfer, progress bar on"
         ),

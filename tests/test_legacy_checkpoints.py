@@ -1,13 +1,19 @@
-"""Checkpoints written before the layers had names (``backbone.0.weight``, ...) still transfer, resume and test."""
+"""Checkpoints of earlier versions still transfer, resume and test: those written before the layers had names
+(``backbone.0.weight``, ...), and those of lit_transfer 0.1.0 (written by that version's own code)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
-from helpers import common_args, only_run, results, run_cli
+from helpers import REPO, common_args, only_run, results, run_cli
 
 from lit_transfer.checkpoint import POSITIONAL_NAMES
+from lit_transfer.module import TransferModule
 
 
 def old_name(key: str) -> str:
@@ -61,3 +67,49 @@ def test_positional_checkpoints_transfer_resume_and_test(mnist_root: Path, tmp_p
     run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "test-new"), f"--ckpt_path={new}")
     old_test, new_test = (results(only_run(runs / name / "test")) for name in ("test-old", "test-new"))
     assert old_test["test_loss"] == new_test["test_loss"]
+
+
+V0_1_0 = "8be2936d6ca1f42f3cb56c7e578b38d2124619e7"  # the last commit of lit_transfer 0.1.0
+
+
+def write_with_0_1_0(tmp_path: Path, *args: str) -> None:
+    """Run ``python -m lit_transfer`` of lit_transfer 0.1.0 itself (its package from this repository's history)."""
+    old = tmp_path / "v0.1.0"
+    old.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", V0_1_0, "lit_transfer"], capture_output=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"lit_transfer 0.1.0 is not in this checkout's git history ({err}): a shallow clone?")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+    env = {**os.environ, "PYTHONPATH": str(old)}  # and run from there: python -m puts the working folder first
+    subprocess.run([sys.executable, "-m", "lit_transfer", *args], env=env, cwd=old, check=True, capture_output=True)
+
+
+def test_checkpoints_of_0_1_0_resume_transfer_evaluate_and_load(mnist_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
+    old_args = common_args(mnist_root, runs, "old")
+    write_with_0_1_0(tmp_path, "fit", f"--config={REPO / 'configs/pretrain.yaml'}", *old_args, *tiny)
+    old = only_run(runs / "old") / "checkpoints" / "last.ckpt"
+    assert "cache_features" in torch.load(old, weights_only=True)["hyper_parameters"]  # really 0.1.0's format
+
+    # resume: the same stage continues from the old file (its epoch, not a fresh start)
+    run_cli("fit", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "resume"), f"--ckpt_path={old}")
+    resumed = torch.load(only_run(runs / "resume") / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 5 and resumed["global_step"] == 2 + 4 * 3  # 2 old steps, 4 more epochs of 3
+
+    # transfer: stage two starts from the old file's backbone, frozen
+    run_cli(
+        "fit", "--config=configs/finetune.yaml", *common_args(mnist_root, runs, "fine"), *tiny, f"--ckpt_path={old}"
+    )
+    fine = torch.load(only_run(runs / "fine") / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weights = torch.load(old, weights_only=True)["state_dict"]
+    assert torch.equal(fine["backbone.conv2.weight"], weights["backbone.conv2.weight"])
+
+    # evaluate, and load as a Lightning user would
+    run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "test"), f"--ckpt_path={old}")
+    assert results(only_run(runs / "test" / "test"))["test_images"] == 20
+    module = TransferModule.load_from_checkpoint(old, map_location="cpu")
+    assert torch.equal(module.backbone.conv1.weight, weights["backbone.conv1.weight"])
