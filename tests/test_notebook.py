@@ -110,7 +110,8 @@ def test_the_notebook_runs_top_to_bottom_in_quick_mode(tmp_path: Path, monkeypat
     work.mkdir()
     monkeypatch.setenv("LIT_TRANSFER_QUICK", "1")
     monkeypatch.setenv("LIT_TRANSFER_MNIST_ROOT", str(Path(REAL_MNIST).resolve()))  # the kernel runs in `work`
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))  # this checkout
+    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))  # the kernel imports this checkout's lit_transfer
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = NotebookClient(
         nb, km=kernel_manager(tmp_path / "kernels"), timeout=600, resources={"metadata": {"path": str(work)}}
