@@ -9,6 +9,7 @@ and the test after ``fit``. Run folders and loggers: ``run_dirs.py``; which clas
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer import console, evaluation, options, run_dirs, speed
+from lit_transfer import console, evaluation, help, options, parse_errors, run_dirs, speed
 from lit_transfer.callbacks import PredictionCSV, StageReport
 from lit_transfer.callbacks.interrupt import Interrupt, Interrupted
 from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
@@ -72,17 +73,24 @@ class TransferCLI(LightningCLI):
         # LightningCLI's own, on the completed arguments (its version would warn that both args and sys.argv were
         # given, on every run from the command line).
         self.given = [str(a) for a in (sys.argv[1:] if args is None else args)]  # what the user typed
-        self.config = parser.parse_args(run_dirs.with_save_dir(options.legacy_folder_args(self.given)))
+        try:
+            self.config = parser.parse_args(run_dirs.with_save_dir(options.legacy_folder_args(self.given)))
+        except ArgumentError as err:
+            sub = parser._subcommands_action._name_parser_map.get(self.given[0]) if self.given else None
+            known = list(sub._option_string_actions) if sub is not None else []
+            raise UserError(parse_errors.explain(str(err), self.given, known)) from None
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         options.refuse_top_level_optimizer(config)
         options.merge_freeze_options(config)
-        data = config.data.init_args
-        if self.subcommand != "fit" and config.data.class_path.endswith("FolderDataModule") and data.classes is None:
-            data.classes = evaluation.folder_classes(config.get("ckpt_path"))
-        # <default_root_dir>/version_<n> for training, <default_root_dir>/<subcommand>/version_<n> for an evaluation
+        given = {a.split("=")[0] for a in self.given if a.startswith("--")}
         root = Path(config.trainer.get("default_root_dir") or "runs")
+        if self.subcommand != "fit":  # an evaluation: the checkpoint's classes, beside the checkpoint's own runs
+            evaluation.configure(self.subcommand, config, {g.removeprefix("--data.") for g in given})
+            if "--trainer.default_root_dir" not in given:
+                root = evaluation.run_root(config.get("ckpt_path")) or root
+        # <default_root_dir>/version_<n> for training, <default_root_dir>/<subcommand>/version_<n> for an evaluation
         self.run_dir = run_dirs.claim_run_dir(root if self.subcommand == "fit" else root / self.subcommand)
         config.trainer.logger = run_dirs.loggers_into(config.trainer.get("logger"), self.run_dir)
 
@@ -155,9 +163,8 @@ class TransferCLI(LightningCLI):
         self._prepare_evaluation("predict")
 
     def _prepare_evaluation(self, subcommand: str) -> None:
-        given = {a.split("=")[0].removeprefix("--data.") for a in self.given if a.startswith("--data.")}
         ckpt_path = self.config_init[subcommand].get("ckpt_path")
-        self.model = evaluation.prepare(subcommand, ckpt_path, self.model, self.datamodule, given)
+        self.model = evaluation.prepare(subcommand, ckpt_path, self.model, self.datamodule)
 
 
 def trainer_defaults(args: list[str] | None) -> dict[str, Any]:
@@ -166,6 +173,14 @@ def trainer_defaults(args: list[str] | None) -> dict[str, Any]:
 
 
 def main(args: list[str] | None = None) -> None:
+    argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+    if not argv or argv[0] in ("-h", "--help"):  # every command, the tools and the study included
+        print(help.top_level())
+        sys.exit(0 if argv else 2)
+    if argv[0] in help.COMMANDS and {"-h", "--help"} & set(argv):  # the project's own options first
+        print(help.short(argv[0]))
+        return
+    args = ["--help" if a == "--help-all" else a for a in argv]  # LightningCLI's whole help
     flush_denormals()  # before any parallel torch work starts the threads that would not inherit it
     console.quiet()
     try:
@@ -175,7 +190,14 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             trainer_defaults=trainer_defaults(args),
             seed_everything_default=0,
-            parser_kwargs={"prog": "python -m lit_transfer", "description": DESCRIPTION},
+            # Parse errors come back as exceptions (a short message instead of the usage: parse_errors.py), and
+            # abbreviated options are refused (--trainer.max_epoch is not --trainer.max_epochs).
+            parser_kwargs={
+                "prog": "python -m lit_transfer",
+                "description": DESCRIPTION,
+                "exit_on_error": False,
+                "allow_abbrev": False,
+            },
             args=args,
         )
     except Interrupted as err:

@@ -1,19 +1,22 @@
 """``test``, ``validate`` and ``predict`` evaluate a checkpoint on the data it was trained for.
 
-A checkpoint knows its dataset and digits (its ``lit_transfer`` marker). Unless the command line names other
-ones (``--data.digits``, ``--data.dataset``), the evaluation uses the checkpoint's, whatever the config file says:
-``test --config configs/pretrain.yaml --ckpt_path <a 0-4 checkpoint>`` tests digits 0-4, not a 0-4 model on 5-9.
-Explicit digits for a head of another width, or another dataset, are a contradiction and stop with one line.
+A checkpoint knows its dataset and classes (its ``lit_transfer`` marker). Unless the command line names other
+ones (``--data.digits``, ``--data.dataset``, ``--data.classes``), the evaluation uses the checkpoint's, whatever the
+config file says, and says so on its first line: ``test --config configs/pretrain.yaml --ckpt_path <a 0-4
+checkpoint>`` tests digits 0-4, not a 0-4 model on 5-9, and writes beside that checkpoint's own runs. Classes given
+for a head of another width, or another kind of data, are a contradiction and stop with one line.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer.checkpoint import load_checkpoint, require_ours
+from lit_transfer.checkpoint import class_names, load_checkpoint, require_ours
 from lit_transfer.errors import UserError
 from lit_transfer.predict_files import find_images
 
@@ -27,74 +30,97 @@ def refuse_shorthand(ckpt_path: str | None) -> None:
         )
 
 
-def folder_classes(ckpt_path: str | None) -> list[str] | None:
-    """An image-folder checkpoint's own classes in its own label order, for evaluating it: a class folder added
-    since must not shift the labels, and predict on files needs no data folder at all."""
-    refuse_shorthand(ckpt_path)
-    if ckpt_path in (None, "hpc", "registry"):
-        return None
-    return require_ours(load_checkpoint(ckpt_path), ckpt_path).get("classes")
-
-
-def prepare(
-    subcommand: str, ckpt_path: str | None, model: L.LightningModule, data: Any, given: set[str]
-) -> L.LightningModule:
-    """Check the checkpoint and set ``data`` to its dataset and digits unless ``given`` (the ``--data.*`` options
-    on the command line) names others; returns the model to evaluate (rebuilt when the head's width changes)."""
+def configure(subcommand: str, config: Namespace, given: set[str]) -> None:
+    """Before anything is built: the data settings of the checkpoint's own classes (``given``: the ``--data.*``
+    options on the command line, which win), a first line naming the checkpoint's classes where they differ from
+    the config's, and a refusal where the two cannot go together."""
+    ckpt_path = config.get("ckpt_path")
     refuse_shorthand(ckpt_path)
     if ckpt_path is None:
         rank_zero_info(f"lit_transfer: warning: no --ckpt_path: {subcommand} uses randomly initialised weights")
-    if ckpt_path not in (None, "hpc", "registry"):
-        model = with_checkpoint(subcommand, ckpt_path, model, data, given)
-    # Missing data or no image to predict fails here, before the trainer starts its loggers in the run folder.
-    if subcommand == "predict" and data.predict_path is not None:
-        find_images(data.predict_path)
+    if ckpt_path in (None, "hpc", "registry"):
+        return
+    meta = require_ours(load_checkpoint(ckpt_path), ckpt_path)
+    data, names, dataset = config.data.init_args, class_names(meta), meta.get("dataset")
+    folder_data = config.data.class_path.endswith("FolderDataModule")
+    if folder_data != (dataset == "folder"):  # an image-folder checkpoint and digits, or back
+        if subcommand != "predict" or data.get("predict_path") is None:
+            fix = (
+                "--data FolderDataModule --data.data_dir <its folder> (or --config configs/folder_finetune.yaml)"
+                if dataset == "folder"
+                else "its digits' config (e.g. --config configs/pretrain.yaml)"
+            )
+            raise UserError(f"{ckpt_path} was trained on {dataset}, not on this data: evaluate it with {fix}")
+        say(f"{subcommand} with the checkpoint's classes {', '.join(names)} ({dataset}); the config's are not used")
+    elif folder_data:
+        ours = None if data.classes is None else [str(c) for c in data.classes]
+        if ours is None:  # its own classes in its own label order (a class folder added since shifts nothing)
+            data.classes = names
+        elif ours != names:
+            if len(ours) != len(names):
+                raise mismatch(ckpt_path, names, ours, "--data.classes")
+            say(f"{subcommand} with --data.classes {', '.join(ours)}; the checkpoint was trained on {', '.join(names)}")
     else:
-        data.prepare_data()
-    return model
-
-
-def with_checkpoint(
-    subcommand: str, ckpt_path: str, model: L.LightningModule, data: Any, given: set[str]
-) -> L.LightningModule:
-    """``prepare``'s checks and settings for a checkpoint file."""
-    state = load_checkpoint(ckpt_path)
-    meta = require_ours(state, ckpt_path)
-    dataset, digits = meta.get("dataset"), meta.get("digits")
-    mixed = (dataset == "folder") != (data.dataset == "folder")  # an image-folder checkpoint and digit data, or back
-    if mixed and data.predict_path is None:
-        fix = (
-            "--data FolderDataModule --data.data_dir <its folder> (or --config configs/folder_finetune.yaml)"
-            if dataset == "folder"
-            else "its digits' config (e.g. --config configs/pretrain.yaml)"
-        )
-        raise UserError(f"{ckpt_path} was trained on {dataset}, not on this data: evaluate it with {fix}")
-    if not mixed and dataset != "folder":
         if dataset and dataset != data.dataset:
             if "dataset" in given:
                 raise UserError(
                     f"{ckpt_path} was trained on {dataset}, not {data.dataset}: leave out --data.dataset to evaluate "
                     "it on its own dataset"
                 )
-            data.dataset = data.hparams.dataset = dataset
-        if digits and list(digits) != list(data.digits):
+            data.dataset = dataset
+        digits = [int(d) for d in meta.get("digits") or []]
+        if digits and digits != list(data.digits):
+            if "digits" in given and len(data.digits) != len(digits):
+                raise mismatch(ckpt_path, names, [str(d) for d in data.digits], "--data.digits")
             if "digits" not in given:
-                rank_zero_info(f"lit_transfer: {subcommand} on the checkpoint's digits {list(digits)} ({dataset})")
-                data.digits = data.hparams.digits = list(digits)
-            elif len(data.digits) != len(digits):
-                raise UserError(
-                    f"{ckpt_path} has a head for {len(digits)} digits {list(digits)}, and --data.digits gives "
-                    f"{len(data.digits)}: give {len(digits)} digits, or leave out --data.digits to use its own"
-                )
-    # The head follows the data's classes (as the CLI links them); predict on files follows the checkpoint's.
-    width = meta.get("num_classes") or data.num_classes if mixed else data.num_classes
-    if model.hparams.num_classes != width:
-        model = type(model)(**{**model.hparams, "num_classes": width})
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    found = {k: v.shape for k, v in state["state_dict"].items()}
-    if found != expected:
-        raise UserError(
-            f"{ckpt_path} does not fit this model (different layers or shapes): pass a checkpoint written by "
-            "lit_transfer's TransferModule"
-        )
+                say(f"{subcommand} on the checkpoint's digits {digits} ({dataset}), not the config's {data.digits}")
+                data.digits = digits
+
+
+def mismatch(ckpt_path: str, names: list[str], given: list[str], option: str) -> UserError:
+    return UserError(
+        f"{ckpt_path} has a head for {len(names)} classes ({', '.join(names)}) and {option} gives {len(given)} "
+        f"({', '.join(given)}): give {len(names)}, or leave out {option} to use the checkpoint's own"
+    )
+
+
+def say(message: str) -> None:
+    rank_zero_info(f"lit_transfer: {message}")
+
+
+def run_root(ckpt_path: str | None) -> Path | None:
+    """The stage folder of a checkpoint in a run folder (``runs/finetune`` for
+    ``runs/finetune/version_3/checkpoints/last.ckpt``): where its evaluations go."""
+    if not ckpt_path or ckpt_path in ("hpc", "registry"):
+        return None
+    path = Path(ckpt_path)
+    if path.parent.name == "checkpoints" and path.parent.parent.name.startswith("version_"):
+        return path.parent.parent.parent
+    return None
+
+
+def prepare(subcommand: str, ckpt_path: str | None, model: L.LightningModule, data: Any) -> L.LightningModule:
+    """After the data and model are built: the model to evaluate (with the checkpoint's head width where its
+    classes name the outputs), checked against the checkpoint's weights; missing data fails here, before the
+    trainer starts its loggers in the run folder."""
+    if ckpt_path not in (None, "hpc", "registry"):
+        state = load_checkpoint(ckpt_path)
+        meta = require_ours(state, ckpt_path)
+        width = state["state_dict"]["head.fc2.weight"].shape[0] if "head.fc2.weight" in state["state_dict"] else 0
+        names = class_names(meta)
+        if data.num_classes != width and subcommand == "predict" and data.predict_path is not None:
+            model = type(model)(**{**model.hparams, "num_classes": width})  # predict on files: the checkpoint's own
+        if model.hparams.num_classes != width and width:
+            raise mismatch(ckpt_path, names or [str(i) for i in range(width)], data.class_names, "the data")
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        found = {k: v.shape for k, v in state["state_dict"].items()}
+        if found != expected:
+            raise UserError(
+                f"{ckpt_path} does not fit this model (different layers or shapes): pass a checkpoint written by "
+                "lit_transfer's TransferModule"
+            )
+    if subcommand == "predict" and data.predict_path is not None:
+        find_images(data.predict_path)
+    else:
+        data.prepare_data()
     return model

@@ -60,10 +60,12 @@ class Page:
         self.page.get_by_role("tab", name="Upload an image").click()
         self.page.locator("#upload input[type=file]").set_input_files(str(path))
 
-    def draw(self, strokes: list[list[tuple[float, float]]]) -> None:
-        """Mouse strokes on the sketchpad; points as fractions of the canvas' width and height."""
-        self.page.get_by_role("tab", name="Draw").click()
-        box = self.page.locator("#draw canvas").first.bounding_box()
+    def draw(self, strokes: list[list[tuple[float, float]]], pad: str = "draw") -> None:
+        """Mouse strokes on a drawing pad (the element id ``pad``); points as fractions of the canvas' width and
+        height."""
+        if pad == "draw":
+            self.page.get_by_role("tab", name="Draw").click()
+        box = self.page.locator(f"#{pad} canvas").first.bounding_box()
         for stroke in strokes:
             points = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
             self.page.mouse.move(*points[0])

@@ -53,6 +53,20 @@ MUTATIONS = [
         ["tests/test_speed_paths.py -k cached_features"],
     ),
     Mutation(
+        "bf16 chosen by avx512_bf16 alone (slower there), not by AMX",
+        "lit_transfer/speed/cpu.py",
+        'return "bf16-mixed" if amx_bf16(cpuinfo) else "32-true"',
+        'return "bf16-mixed" if native_bf16(cpuinfo) else "32-true"',
+        ["tests/test_cpu.py -k precision"],
+    ),
+    Mutation(
+        "the bf16 note calls bf16 slower on an AMX CPU too",
+        "lit_transfer/speed/cpu.py",
+        "    if amx_bf16(cpuinfo):\n        return (",
+        "    if False:\n        return (",
+        ["tests/test_lightning_conventions.py -k bf16"],
+    ),
+    Mutation(
         "cached features wrong (doubled)",
         "lit_transfer/speed/feature_cache.py",
         "            cache[start : start + len(chunk)] = chunk",
@@ -218,6 +232,20 @@ MUTATIONS = [
         "        ray_executor.require_ray()",
         "        pass",
         ["tests/test_study.py -k without_ray"],
+    ),
+    Mutation(
+        "Teach pressed twice at once in one session: both run",
+        "lit_transfer/demo/teach_tab.py",
+        "            if session in self.busy:",
+        "            if False:",
+        ["tests/test_demo.py::test_bad_teaching_input_gets_one_message_each"],
+    ),
+    Mutation(
+        "the taught model's backbone not frozen (no FreezeFeatures)",
+        "lit_transfer/demo/teach.py",
+        "            *([FreezeFeatures()] if transfer else []),\n",
+        "",
+        ["tests/test_demo.py::test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_command_line"],
     ),
     Mutation(
         "the notebook seeded unlike the command line",

@@ -7,9 +7,14 @@ Where Chromium cannot start, the browser tests are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import os
 import queue
+import random
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,7 +25,10 @@ import torch
 from demo_page import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, Page, assert_same_answers
 from helpers import REPO, common_args, make_digits, only_run, results, run_cli, write_mnist
 from PIL import Image
+from symbols import data_url, picture, strokes
 
+from lit_transfer import export
+from lit_transfer.checkpoint import load_checkpoint
 from lit_transfer.demo import serve
 from lit_transfer.demo.pictures import COLUMNS, GAP, ZOOM
 from lit_transfer.demo.runs import pick_pair
@@ -65,12 +73,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def server(trained: dict[str, Path]):
-    """``python -m lit_transfer demo`` on 127.0.0.1 and a free port, in a subprocess; yields its address."""
-    command = [sys.executable, "-m", "lit_transfer", "demo", "--runs", str(trained["runs"]), "--port", "0"]
+@contextlib.contextmanager
+def serving(root: Path, *args: str):
+    """``python -m lit_transfer demo ARGS`` on 127.0.0.1 and a free port, in a subprocess; yields its address."""
+    command = [sys.executable, "-m", "lit_transfer", "demo", *args, "--port", "0"]
     # Gradio keeps uploads and answers in GRADIO_TEMP_DIR (/tmp/gradio by default): the test's own folder instead
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(trained["root"] / "gradio")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(root / "gradio")}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     log: list[str] = []
@@ -93,6 +101,12 @@ def server(trained: dict[str, Path]):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(trained: dict[str, Path]):
+    with serving(trained["root"], "--runs", str(trained["runs"])) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +265,169 @@ def test_a_checkpoint_that_is_not_ours_is_a_one_line_error(tmp_path):
         serve.main(["--source", str(foreign), "--target", str(foreign)])
     message = str(exit.value.code)
     assert "is not a lit_transfer checkpoint" in message and "\n" not in message
+
+
+# --- teaching new symbols ------------------------------------------------------------------------------------
+def client(server):
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(server["url"], verbose=False, download_files=False)
+
+
+def add_symbols(session, names: dict[str, int], seed: int) -> None:
+    """``n`` drawn examples of each symbol, added through the page's API as the drawing pad sends them."""
+    rng = random.Random(seed)
+    classes = ", ".join(names)
+    for name, n in names.items():
+        for _ in range(n):
+            session.predict(data_url(picture(strokes(name, rng))), name, classes, api_name="/add_example")
+
+
+def taught(outputs: tuple) -> dict:
+    """The teach endpoint's last answer by what it is (its outputs in the order the page lists them)."""
+    _gallery, message, download, accuracy, *_tried = outputs  # (gr.State is not an API output)
+    return {"message": message, "download": download, "accuracy": accuracy}
+
+
+def test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_command_line(server, trained, tmp_path):
+    session = client(server)
+    names = session.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/predict_drawing", "/predict_file", "/add_example", "/teach", "/predict_taught"} <= set(names)
+    add_symbols(session, {"plus": 3, "minus": 3}, seed=0)
+    out = taught(session.predict("plus, minus", api_name="/teach"))
+    assert out["message"].startswith("Taught **plus, minus** from 6 examples"), out
+    assert "3-fold cross-validation" in out["accuracy"] and "of 6)" in out["accuracy"], out
+    rng = random.Random(1)
+    drawn = {}
+    for name in ("plus", "minus"):
+        drawn[name] = picture(strokes(name, rng))
+        answer = session.predict(data_url(drawn[name]), api_name="/predict_taught")
+        assert f"Prediction: **{name}**" in answer[2], answer  # the transferred model's answer
+    # the checkpoint offered for download: a folder stage two with the class names
+    checkpoint = tmp_path / "taught.ckpt"
+    shutil.copy(out["download"]["path"], checkpoint)
+    meta = load_checkpoint(checkpoint)["lit_transfer"]
+    assert meta["dataset"] == "folder" and meta["classes"] == ["plus", "minus"] and meta["digits"] == []
+    assert meta["frozen_stage"] is True and meta["num_classes"] == 2
+    # predict names its outputs, and gives the page's answer and probability
+    image = tmp_path / "plus.png"
+    drawn["plus"].save(image)
+    page_p = float(re.search(r"probability \*\*(\d\.\d{3})", answer_for(session, drawn["plus"])).group(1))
+    out_dir = tmp_path / "predict"
+    run_cli(
+        "predict",
+        "--config",
+        REPO / "configs/folder_finetune.yaml",
+        "--ckpt_path",
+        checkpoint,
+        f"--data.predict_path={image}",
+        f"--trainer.default_root_dir={out_dir}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.accelerator=cpu",
+    )
+    with open(only_run(out_dir / "predict") / "predictions.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["predicted"] == "plus" and abs(float(row["probability"]) - page_p) <= 0.0005 + 1e-6, (row, page_p)
+    # export: an ONNX file whose classes are the names
+    pytest.importorskip("onnxruntime", reason="ONNX export needs the export extra (pip install '.[export]')")
+    import onnxruntime
+
+    onnx_file = export.main(["--ckpt_path", str(checkpoint), "--format", "onnx"])
+    model = onnxruntime.InferenceSession(str(onnx_file))
+    assert json.loads(model.get_modelmeta().custom_metadata_map["classes"]) == ["plus", "minus"]
+    (p,) = model.run(None, {"images": (load_mnist(image).float() / 255).view(1, 1, 28, 28).numpy()})[0]
+    assert p.argmax() == 0 and abs(float(p.max()) - page_p) <= 0.0005 + 1e-6
+    # demo --target: served, with stage one the checkpoint it was taught from
+    assert pick_pair(trained["runs"], target=str(checkpoint)) == (trained["source"], checkpoint)
+    from gradio_client import handle_file
+
+    with serving(tmp_path, "--target", str(checkpoint), "--runs", str(trained["runs"])) as other:
+        answer = client(other).predict(handle_file(str(image)), api_name="/predict_file")
+        assert any("Prediction: **plus**" in str(value) for value in answer), answer
+
+
+def answer_for(session, drawing) -> str:
+    """The transferred model's answer line for a drawing."""
+    return session.predict(data_url(drawing), api_name="/predict_taught")[2]
+
+
+def test_bad_teaching_input_gets_one_message_each(server):
+    session = client(server)
+    assert (
+        "Teach first"
+        in session.predict(data_url(picture(strokes("plus", random.Random(0)))), api_name="/predict_taught")[4]
+    )
+    assert "Draw an example first" in session.predict("", "plus", "plus, minus", api_name="/add_example")[1]
+    blank = data_url(Image.new("RGB", (280, 280), "white"))
+    assert "blank" in session.predict(blank, "plus", "plus, minus", api_name="/add_example")[1]
+    assert "name at least 2 classes" in taught(session.predict("plus", api_name="/teach"))["message"]
+    add_symbols(session, {"plus": 3}, seed=0)
+    message = taught(session.predict("plus, minus", api_name="/teach"))["message"]
+    assert message == "⚠️ class 'minus' has no examples: add at least 3 (test examples not counted)"
+    add_symbols(session, {"minus": 2}, seed=1)
+    assert "'minus' has only 2 examples" in taught(session.predict("plus, minus", api_name="/teach"))["message"]
+    add_symbols(session, {"minus": 1}, seed=2)
+    # Teach pressed twice at once: one teaches, the other is told to wait
+    first, second = (session.submit("plus, minus", api_name="/teach") for _ in range(2))
+    messages = sorted(taught(job.result(timeout=300))["message"] for job in (first, second))
+    assert messages[0].startswith("Taught **plus, minus**") and "Already teaching" in messages[1], messages
+
+
+def test_two_sessions_teaching_at_once_keep_their_own_models(server, tmp_path):
+    sessions = {"plus, minus": client(server), "times, minus, plus": client(server)}
+    for classes, session in sessions.items():
+        add_symbols(session, dict.fromkeys(classes.split(", "), 3), seed=len(classes))
+    # the second session also draws a test example of each class and drops an image file as one more example
+    rng = random.Random(9)
+    three = sessions["times, minus, plus"]
+    for name in ("times", "minus", "plus"):
+        added = three.predict(data_url(picture(strokes(name, rng))), name, "times, minus, plus", api_name="/add_test")
+        assert f"Added 1 test example of **{name}**" in added[1], added
+    picture(strokes("times", rng)).save(tmp_path / "times.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    from gradio_client import handle_file
+
+    files = [handle_file(str(tmp_path / "broken.png"))]
+    assert (
+        "broken.png is not a readable image"
+        in three.predict(files, "times", "times, minus, plus", api_name="/add_files")[1]
+    )
+    files = [handle_file(str(tmp_path / "times.png"))]
+    added = three.predict(files, "times", "times, minus, plus", api_name="/add_files")[1]
+    assert "Examples: times 4, minus 3, plus 3; test examples: 3." in added, added
+    jobs = {classes: session.submit(classes, api_name="/teach") for classes, session in sessions.items()}
+    for classes, job in jobs.items():
+        out = taught(job.result(timeout=300))
+        assert out["message"].startswith(f"Taught **{classes}**"), out
+        how = "on the 3 test examples you drew" if classes == "times, minus, plus" else "3-fold cross-validation"
+        assert how in out["accuracy"], out
+        meta = load_checkpoint(out["download"]["path"])["lit_transfer"]
+        assert meta["classes"] == classes.split(", ")
+        answer = sessions[classes].predict(
+            data_url(picture(strokes("minus", random.Random(5)))), api_name="/predict_taught"
+        )
+        label = answer[0]["value"]
+        assert sorted(c["label"] for c in label["confidences"]) == sorted(classes.split(", ")), label
+
+
+def test_teach_in_the_browser_two_new_symbols(page, tmp_path):
+    page.page.get_by_role("tab", name="Teach new symbols").click()
+    page.page.locator("#teach-names textarea, #teach-names input").first.fill("plus, minus")
+    rng = random.Random(0)
+    for name in ("plus", "minus"):
+        picker = page.page.locator("#teach-class input")
+        picker.fill(name)
+        picker.press("Enter")
+        for i in range(3):
+            page.draw(strokes(name, rng), pad="teach-draw")
+            page.page.locator("#teach-add").click()
+            page.wait_for_text("teach-message", f"Examples: .*{name} {i + 1}")
+    page.page.locator("#teach-button").click()
+    page.wait_for_text("teach-message", r"^Taught \S*plus, minus")
+    page.wait_for_text("teach-accuracy", "Held-out accuracy")
+    for name in ("plus", "minus"):
+        page.page.locator("#taught-draw .clear").click()
+        page.draw(strokes(name, rng), pad="taught-draw")
+        page.wait_for_text("taught-transferred-top", f"Prediction: {name}, probability")
+        assert re.search(r"Prediction: \S+, probability \d\.\d{3}", page.text("taught-scratch-top"))
+    page.screenshot("teach")
+    assert page.outside == []

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from lit_transfer import __main__ as entry
-from lit_transfer.data import DigitsDataModule
 from lit_transfer.export import main
+from lit_transfer.folder_data import FolderDataModule
 from lit_transfer.module import TransferModule
 
 NAMES = ["bar0", "bar1", "bar2"]
 
 
 def some_images(folder_stage: dict, tmp_path: Path) -> torch.Tensor:
-    data = DigitsDataModule(data_dir=str(folder_stage["folder"]), dataset="folder", cache_dir=str(tmp_path / "c"))
+    data = FolderDataModule(data_dir=str(folder_stage["folder"]), cache_dir=str(tmp_path / "c"))
     images, _, _ = data._read("test")
     noise = torch.randint(0, 256, (7, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     return torch.cat([images, noise])  # any input, not only the folder's

@@ -14,12 +14,13 @@ from torchvision.datasets import MNIST
 
 from lit_transfer.checkpoint import MARKER
 from lit_transfer.data import DigitsDataModule
+from lit_transfer.folder_data import FolderDataModule
 
 NAMES = ["bar0", "bar1", "bar2"]
 
 
 def folder_data(folder: Path, cache: Path, **settings) -> DigitsDataModule:
-    return DigitsDataModule(data_dir=str(folder), dataset="folder", cache_dir=str(cache), **settings)
+    return FolderDataModule(data_dir=str(folder), cache_dir=str(cache), **settings)
 
 
 def state(path: Path) -> dict:

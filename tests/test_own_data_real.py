@@ -18,6 +18,7 @@ from torchvision.datasets import MNIST
 
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.export import main as export
+from lit_transfer.folder_data import FolderDataModule
 from lit_transfer.module import TransferModule
 
 pytestmark = [
@@ -42,7 +43,7 @@ def test_png_folder_from_real_idx_files_trains_exactly_as_the_idx_files(tmp_path
     folder, cache, runs = tmp_path / "png", tmp_path / "cache", tmp_path / "runs"
     write_from_idx(Path(REAL_MNIST), folder, [4, 9])  # two digits that are confused now and then
     idx = DigitsDataModule(data_dir=REAL_MNIST, digits=[4, 9], download=False)
-    own = DigitsDataModule(data_dir=str(folder), dataset="folder", classes=[4, 9], cache_dir=str(cache))
+    own = FolderDataModule(data_dir=str(folder), classes=[4, 9], cache_dir=str(cache))
     for split in ("train", "test"):
         (a, la, _), (b, lb, _) = idx._read(split), own._read(split)
         assert torch.equal(a, b) and torch.equal(la, lb), split

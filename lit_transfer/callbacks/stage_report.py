@@ -27,6 +27,12 @@ def params_as_trained(trainer: L.Trainer, module: L.LightningModule) -> dict[str
     return counts
 
 
+def stage_of(trainer: L.Trainer) -> str:
+    """``finetune`` for a run that freezes layers, or that evaluates a checkpoint of such a run."""
+    frozen = frozen_stage(trainer) if trainer.state.fn == "fit" else loaded_marker(trainer).get("frozen_stage")
+    return "finetune" if frozen or (frozen is None and frozen_stage(trainer)) else "pretrain"
+
+
 class StageReport(L.Callback):
     """Per stage: training time (from Lightning's ``Timer``), images/s, test metrics per real digit, params.
 
@@ -97,7 +103,7 @@ class StageReport(L.Callback):
         best = next((cb.best_model_path for cb in checkpoints if cb.monitor and cb.best_model_path), None)
         fit = self.fit or {}
         results = {
-            "stage": "finetune" if frozen_stage(trainer) else "pretrain",
+            "stage": stage_of(trainer),
             "dataset": getattr(datamodule, "dataset", None),
             "data_dir": getattr(datamodule, "data_dir", None),
             "classes": names,  # label order: the rows and columns of "confusion"
@@ -144,9 +150,11 @@ def format_report(r: dict[str, Any], path: Path) -> str:
         f"{r['frozen_params']:,} non-trainable"
     )
     lines.append(f"results: {path}")
-    if r["checkpoint"]:
+    if r["checkpoint"] and r["stage"] == "finetune":
+        lines.append(f"checkpoint: {r['checkpoint']}")
+    elif r["checkpoint"]:
         lines.append(f"checkpoint for the next stage: {r['checkpoint']}")
-        if r["stage"] == "pretrain" and r["digits"] is not None:
+        if r["digits"] is not None:
             config = "reverse_finetune" if set(r["digits"]) == {0, 1, 2, 3, 4} else "finetune"
             data = f" --data.data_dir {r['data_dir']}" if r["data_dir"] not in (None, "data/", "data") else ""
             lines.append(

@@ -21,9 +21,10 @@ import torch
 
 from lit_transfer.demo import views
 from lit_transfer.demo.drawing import decode, drawing_pad
-from lit_transfer.demo.inference import SHARED_LAYERS, Model, compare, load_model, run
+from lit_transfer.demo.inference import SHARED_LAYERS, Model, load_model, run
 from lit_transfer.demo.pictures import feature_tiles
 from lit_transfer.demo.runs import find_checkpoints
+from lit_transfer.demo.teach_tab import TeachTab
 from lit_transfer.errors import UserError
 from lit_transfer.images import load_mnist, to_mnist
 
@@ -101,11 +102,10 @@ class Demo:
                 outs = {"source": run(source, image), "target": run(target, image)}
         except UserError as err:
             return self.failed(state, f"⚠️ {err}")
-        same = compare(outs["source"], outs["target"])
         updates = {
             self.state: {**state, "image": image.numpy()},
             self.input: image.numpy(),
-            self.features_note: views.features_note(same),
+            self.features_note: views.features_note(outs["source"], outs["target"]),
         }
         for stage, model in (("source", source), ("target", target)):
             names = model.names
@@ -113,8 +113,8 @@ class Demo:
                 {n: float(p) for n, p in zip(names, outs[stage].probabilities, strict=True)},
                 label=views.stage_title(stage, model),
             )
-            name, p = outs[stage].top(names)
-            updates[self.top[stage]] = f"Prediction: **{name}**, probability **{p:.3f}**"
+            p, i = outs[stage].probabilities.max(0)
+            updates[self.top[stage]] = f"Prediction: **{names[int(i)]}**, probability **{float(p):.3f}**"
         for layer in SHARED_LAYERS:
             scale = max(float(outs[s].maps[layer].max()) for s in STAGES)  # one colour scale per layer
             for stage in STAGES:
@@ -166,6 +166,8 @@ class Demo:
             with gr.Tabs():
                 with gr.Tab("Try a digit", id="try"):
                     self._try_tab()
+                with gr.Tab("Teach new symbols", id="teach"):
+                    self.teach = TeachTab(self.state)
                 for stage in STAGES:
                     with gr.Tab(f"{views.STAGE_NAMES[stage]}'s run", id=f"{stage}-run"):
                         self._run_tab(stage)
@@ -229,11 +231,12 @@ class Demo:
         self.features_note = gr.Markdown(elem_id="features-note")
         self.maps = {}
         for layer in SHARED_LAYERS:
-            gr.Markdown(views.layer_title(layer))
+            size = views.MAP_SIZES[layer]
+            gr.Markdown(f"#### {layer}: its 32 feature maps ({size}, after ReLU), numbered #0 to #31")
             with gr.Row():
                 for stage in STAGES:
                     with gr.Column():
-                        gr.Markdown(views.maps_title(layer, stage))
+                        gr.Markdown(f"{layer} computed through **{views.STAGE_NAMES[stage].lower()}'s** network")
                         self.maps[layer, stage] = gr.Image(
                             show_label=False,  # captioned above: a label would cover the first tiles' numbers
                             format="png",

@@ -1,7 +1,7 @@
 """The two stages' models on one image: class probabilities and the frozen layers' feature maps through each.
 
 A model is loaded as ``predict`` runs it (``TransferModule`` from a weights-only checkpoint, evaluation mode, the
-CPU's fast layers swapped in by ``to_fast_cpu_layers`` as ``TransferModule.setup`` does, the probabilities of
+CPU's fast layers swapped in by ``to_fast_cpu_layers`` as the FastCpuLayers callback does, the probabilities of
 ``predict_step``), so the page shows the probabilities ``predict`` writes for the same image file.
 """
 
@@ -43,19 +43,6 @@ class Output:
 
     probabilities: Tensor  # (classes,), float32
     maps: dict[str, Tensor]  # layer name -> its raw output (32, H, W), before the ReLU
-
-    def top(self, names: list[str]) -> tuple[str, float]:
-        """The predicted class name and its probability."""
-        p, i = self.probabilities.max(0)
-        return names[int(i)], float(p)
-
-
-@dataclass
-class Comparison:
-    """Whether the shared layers' maps came out the same through both models (``torch.equal``)."""
-
-    equal: dict[str, bool]
-    max_difference: dict[str, float]
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -99,10 +86,3 @@ def run(model: Model, image: Tensor) -> Output:
         for hook in hooks:
             hook.remove()
     return Output(probabilities, {name: m.contiguous() for name, m in maps.items()})
-
-
-def compare(a: Output, b: Output) -> Comparison:
-    """Bit-for-bit equality of each shared layer's maps through the two models, and the largest difference."""
-    equal = {name: torch.equal(a.maps[name], b.maps[name]) for name in SHARED_LAYERS}
-    diff = {name: float((a.maps[name] - b.maps[name]).abs().max()) for name in SHARED_LAYERS}
-    return Comparison(equal, diff)

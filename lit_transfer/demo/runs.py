@@ -60,7 +60,8 @@ def pick_pair(root: str | Path, source: str | None = None, target: str | None = 
 
     if target is None:
         stage_two = [f for f in everything() if f.frozen_stage]
-        from_source = [f for f in stage_two if source and f.init_from and _same(f.init_from, source)]
+        wanted = Path(source).resolve() if source else None
+        from_source = [f for f in stage_two if f.init_from and Path(f.init_from).resolve() == wanted]
         if not stage_two:
             raise UserError(
                 f"no stage-two checkpoint (a last.ckpt from a run with frozen layers) under {root}/: train stage two "
@@ -72,7 +73,9 @@ def pick_pair(root: str | Path, source: str | None = None, target: str | None = 
         target_path = Path(target)
     if source is not None:
         return Path(source), target_path
-    init_from = _init_from(target_path)
+    checkpoint = load_checkpoint(target_path)  # the checkpoint stage two started from (its hyperparameter)
+    require_ours(checkpoint, target_path)
+    init_from = (checkpoint.get("hyper_parameters") or {}).get("init_from")
     if init_from and Path(init_from).is_file():
         return Path(init_from), target_path
     stage_one = [f for f in everything() if not f.frozen_stage]
@@ -82,17 +85,6 @@ def pick_pair(root: str | Path, source: str | None = None, target: str | None = 
             "one (python -m lit_transfer fit --config configs/pretrain.yaml) or pass --source"
         )
     return stage_one[0].path, target_path
-
-
-def _same(a: str | Path, b: str | Path) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
-
-
-def _init_from(path: Path) -> str | None:
-    """The checkpoint a run started from (``--ckpt_path`` of another stage or ``--model.init_from``), if any."""
-    checkpoint = load_checkpoint(path)
-    require_ours(checkpoint, path)
-    return (checkpoint.get("hyper_parameters") or {}).get("init_from")
 
 
 def run_dir(checkpoint: str | Path) -> Path | None:

@@ -47,7 +47,10 @@ def serve(
     except ImportError as err:
         raise UserError(f"the demo needs Gradio ({err}): pip install -e '.[demo]'") from None
     demo = Demo(*models, runs_root=runs)
-    port = port or free_port(host)
+    if not port:  # a port no one listens on now (the OS's choice)
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
     try:
         demo.launch(host, port)
     except OSError as err:  # Gradio's "Cannot find empty port", or an address this machine does not have
@@ -55,13 +58,6 @@ def serve(
     print(f"lit_transfer demo: stage one {source_path}, stage two {target_path}", flush=True)
     print(f"lit_transfer demo: serving on http://{host}:{port} (Ctrl-C stops it)", flush=True)
     demo.blocks.block_thread()  # until Ctrl-C, which closes the server
-
-
-def free_port(host: str) -> int:
-    """A port no one listens on now (the OS's choice)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def build_parser() -> ArgumentParser:

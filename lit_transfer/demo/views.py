@@ -3,9 +3,10 @@ features, and a run's curves, confusion matrix and results read from its folder.
 
 from __future__ import annotations
 
+import torch
 from matplotlib.figure import Figure
 
-from lit_transfer.demo.inference import Comparison, Model
+from lit_transfer.demo.inference import SHARED_LAYERS, Model, Output
 from lit_transfer.demo.pictures import confusion_figure, curves_figure, results_table
 from lit_transfer.demo.runs import read_curves, read_results, run_dir
 
@@ -21,35 +22,21 @@ and below them are the frozen layers' feature maps, computed through each networ
 START_MESSAGE = "Draw a digit with the mouse (or a finger), or drop an image file."
 
 
-def classes(model: Model) -> str:
-    return ", ".join(model.names)
-
-
 def stage_title(stage: str, model: Model) -> str:
-    return f"{STAGE_NAMES[stage]}: classes {classes(model)}"
+    return f"{STAGE_NAMES[stage]}: classes {', '.join(model.names)}"
 
 
-def layer_title(layer: str) -> str:
-    return f"#### {layer}: its 32 feature maps ({MAP_SIZES[layer]}, after ReLU), numbered #0 to #31"
-
-
-def maps_title(layer: str, stage: str) -> str:
-    return f"{layer} computed through **{STAGE_NAMES[stage].lower()}'s** network"
-
-
-def features_note(same: Comparison) -> str:
-    """Whether the shared layers gave the same maps through both networks, as measured, and what that means."""
-    checks = ", ".join(
-        f"{layer}: {'identical' if equal else 'different'} (torch.equal: {equal})"
-        for layer, equal in same.equal.items()
-    )
-    if all(same.equal.values()):
+def features_note(a: Output, b: Output) -> str:
+    """Whether the shared layers gave the same maps through both networks (bit for bit), and what that means."""
+    equal = {layer: torch.equal(a.maps[layer], b.maps[layer]) for layer in SHARED_LAYERS}
+    checks = ", ".join(f"{layer}: {'identical' if e else 'different'} (torch.equal: {e})" for layer, e in equal.items())
+    if all(equal.values()):
         return (
             "### The frozen layers give identical feature maps through both networks\n"
             f"Computed through each network for this input and compared bit for bit: {checks}. Stage two trained "
             "only its head: its conv1 and conv2 are stage one's, frozen, so both heads read the same features."
         )
-    worst = max(same.max_difference.values())
+    worst = max(float((a.maps[layer] - b.maps[layer]).abs().max()) for layer in SHARED_LAYERS)
     return (
         "### The feature maps differ between the two networks\n"
         f"{checks}; largest difference {worst:.4g}. Stage two's convolutional layers are not stage one's: it "
@@ -63,7 +50,7 @@ def run_view(stage: str, model: Model) -> tuple[str, Figure | None, Figure | Non
     frozen = "yes (its conv layers were frozen)" if model.frozen_stage else "no (the whole network trained)"
     header = [
         f"### {STAGE_NAMES[stage]}: `{model.path}`",
-        f"Dataset **{meta.get('dataset') or '-'}**, classes **{classes(model)}**, frozen stage: {frozen}.",
+        f"Dataset **{meta.get('dataset') or '-'}**, classes **{', '.join(model.names)}**, frozen stage: {frozen}.",
     ]
     folder = run_dir(model.path)
     if folder is None:
