@@ -317,6 +317,20 @@ MUTATIONS = [
         "",
         ["tests/test_demo.py::test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_command_line"],
     ),
+    Mutation(
+        "the notebook seeded unlike the command line",
+        "notebooks/transfer_learning.ipynb",
+        "SEED = 0  # the configs' seed_everything",
+        "SEED = 1  # the configs' seed_everything",
+        ["tests/test_notebook.py -k top_to_bottom"],
+    ),
+    Mutation(
+        "a notebook cell raises",
+        "notebooks/transfer_learning.ipynb",
+        "source_result = source_model.test_summary  #",
+        "source_result = source_model.no_such_summary  #",
+        ["tests/test_notebook.py -k top_to_bottom"],
+    ),
 ]
 
 
