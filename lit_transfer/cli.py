@@ -94,6 +94,19 @@ class TransferCLI(LightningCLI):
         self.run_dir = run_dirs.claim_run_dir(root if self.subcommand == "fit" else root / self.subcommand)
         config.trainer.logger = run_dirs.loggers_into(config.trainer.get("logger"), self.run_dir)
 
+    def instantiate_classes(self) -> None:
+        # Under subclass mode jsonargparse reports a DataModule's own one-line error as "does not validate against
+        # any of the Union subtypes ...": the UserError it wraps is what the user needs.
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            cause: BaseException | None = err
+            while cause is not None and not isinstance(cause, UserError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self._get(self.config_init, "trainer", default={})
         kwargs.setdefault("default_root_dir", str(self.run_dir))

@@ -121,7 +121,7 @@ def test_evaluating_a_checkpoint_with_digits_its_head_cannot_have(
     message = fails(
         capsys, subcommand, "--config=configs/pretrain.yaml", "--data.digits=[1,2]", *args, f"--ckpt_path={ckpt}"
     )
-    assert "has a head for 5 digits [5, 6, 7, 8, 9], and --data.digits gives 2" in message
+    assert "has a head for 5 classes (5, 6, 7, 8, 9) and --data.digits gives 2 (1, 2)" in message
     assert not list((tmp_path / "e").rglob("*.json")) and not list((tmp_path / "e").rglob("*.csv"))
     # another dataset, named explicitly, is a contradiction too
     message = fails(
