@@ -29,12 +29,13 @@ COMMANDS = {
     "demo": "Serve a local page to draw a digit and watch both stages answer, or teach new symbols.",
     "--version": "Print the versions of lit_transfer, torch, torchvision, lightning and Python, and the devices.",
 }
+ABOUT = "lit_transfer: pretrain a small CNN on some MNIST digits, freeze its convolutional features, retrain the head."
 STUDY = "python -m lit_transfer.study: run the transfer study (every condition, both directions, several seeds)."
 TRAINER_FLAGS = {"max_epochs", "accelerator", "devices", "precision", "default_root_dir", "callbacks", "max_time"}
 
 
 def top_level() -> str:
-    lines = ["usage: python -m lit_transfer <command> [options]", "", "commands:"]
+    lines = ["usage: python -m lit_transfer <command> [options]", "", ABOUT, "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
     lines += [
         "",

@@ -21,7 +21,7 @@ def explain(message: str, argv: list[str], known: list[str]) -> str:
     """One or two lines for the parse error ``message`` of the command line ``argv``; ``known``: the option names
     the subcommand accepts (besides the data classes' own)."""
     command = argv[0] if argv else "fit"
-    known = known + [f"--data.{name}" for cls in (DigitsDataModule, FolderDataModule) for name in params(cls)]
+    owners = {f"--data.{name}": cls.__name__ for cls in (DigitsDataModule, FolderDataModule) for name in params(cls)}
     if found := re.search(r"invalid choice: '([^']*)'", message):
         close = difflib.get_close_matches(found.group(1), ["fit", "validate", "test", "predict", "export", "demo"], 1)
         fix = f"did you mean {close[0]}?" if close else "see python -m lit_transfer --help"
@@ -32,8 +32,10 @@ def explain(message: str, argv: list[str], known: list[str]) -> str:
     elif found := re.search(r"Option '([\w.]+)' is not accepted", message):
         key = re.search(r'Parser key "([\w.]+)"', message)
         option = f"--{key.group(1) if key else 'data'}.{found.group(1)}"
+    if option in owners:  # an option of the other kind of data
+        return f"{option} is an option of {owners[option]}, not of the --data class chosen here: leave it out"
     if option:
-        close = difflib.get_close_matches(option, known, n=1, cutoff=0.75)
+        close = difflib.get_close_matches(option, [*known, *owners], n=1, cutoff=0.75)
         fix = f"did you mean {close[0]}?" if close else f"see python -m lit_transfer {command} --help"
         return f"unknown option {option}: {fix}"
     keys = re.findall(r'Parser key "([\w.]+)"', message)

@@ -46,8 +46,10 @@ def test_folder_written_from_idx_files_trains_exactly_as_the_idx_files(mnist_roo
         (a, la, _), (b, lb, _) = idx.read(split), own.read(split)
         assert torch.equal(a, b) and torch.equal(la, lb), split
     # Same images in the same order: the same seeded split, shuffling and therefore the same training, bit for bit.
-    tiny = ["--trainer.max_epochs=2", "--data.digits=[3,7]"]
-    run_cli("fit", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "idx"), *tiny)
+    tiny = ["--trainer.max_epochs=2"]
+    run_cli(
+        "fit", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "idx"), *tiny, "--data.digits=[3,7]"
+    )
     own_args = [*folder_args(folder, runs, "png", cache), "--data.classes=[3,7]"]
     run_cli("fit", "--config=configs/pretrain.yaml", *own_args, *tiny)
     first, second = results(only_run(runs / "idx")), results(only_run(runs / "png"))
@@ -158,7 +160,7 @@ def test_a_folder_stage_resumes_its_own_checkpoint_not_an_mnist_stage(mnist_root
 
 def test_classes_chosen_by_name_in_the_order_given(tmp_path: Path) -> None:
     folder, cache = write_image_folder(tmp_path / "imgs"), tmp_path / "cache"
-    data = folder_data(folder, cache, classes=["bar2", "bar0"], digits=[])  # digits: ignored for folders
+    data = folder_data(folder, cache, classes=["bar2", "bar0"])
     assert data.num_classes == 2 and data.class_names == ["bar2", "bar0"]
     images, labels, _ = data.read("test")
     assert [Path(f).parent.name for f in data.test_files] == [["bar2", "bar0"][i] for i in labels.tolist()]

@@ -38,7 +38,7 @@ def test_fit_help_shows_the_projects_options_first_and_the_rest_on_request() -> 
     for option in ("--data.digits", "--data.batch_size", "--freeze.depth"):
         assert option in first_screen, option
     text = "\n".join(short)
-    assert text.index("--model.optimizer") < text.index("--trainer.") and "--help-all" in first_screen
+    assert text.index("\n  --model.optimizer") < text.index("\n  --trainer.") and "--help-all" in first_screen
     for option in ("--freeze.depth", "--speed.feature_cache", "--last_checkpoint.every_n_train_steps"):
         assert option in text
     assert "--help-all" in text and len(short) < 400
