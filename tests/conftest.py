@@ -29,3 +29,20 @@ def folder_stage(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_cli("fit", "--config=configs/folder_finetune.yaml", *own, "--trainer.max_epochs=3", f"--ckpt_path={source}")
     run = only_run(runs / "own")
     return {"checkpoint": run / "checkpoints" / "last.ckpt", "folder": folder, "results": results(run)}
+
+
+# The quick loop, `python -m pytest -m "not slow"` (about a minute and a half on 2 cores; README): these files start
+# subprocesses, servers, Ray, a browser or a kernel, or train on the real MNIST (2026-12-02, full suite with
+# --durations=0: 10-230 s each). Tests elsewhere that are slow carry @pytest.mark.slow themselves.
+SLOW_FILES = {
+    "test_cpu.py", "test_ddp.py", "test_demo.py", "test_docs.py", "test_export.py", "test_folder.py",
+    "test_legacy_checkpoints.py", "test_logs.py", "test_newcomer_cli.py", "test_notebook.py",
+    "test_own_data_real.py", "test_process_guard.py", "test_real_mnist.py", "test_resume.py",
+    "test_setup_check.py", "test_study.py", "test_study_ray.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
