@@ -237,7 +237,7 @@ def test_a_trained_module_is_exported_from_a_copy_with_the_notebook_layers(folde
 
     module = TransferModule(num_classes=3)
     module.load_state_dict(torch.load(folder_stage["checkpoint"], weights_only=True)["state_dict"])
-    to_fast_cpu_layers(module)  # as TransferModule.setup does on the CPU
+    to_fast_cpu_layers(module)  # as the FastCpuLayers callback does on the CPU
     exported = probabilities_model(module)
     assert isinstance(module.backbone.flatten, GradLayoutFlatten)  # the module itself keeps its fast layers
     images = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
