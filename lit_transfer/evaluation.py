@@ -53,6 +53,8 @@ def configure(subcommand: str, config: Namespace, given: set[str]) -> None:
             )
             raise UserError(f"{ckpt_path} was trained on {dataset}, not on this data: evaluate it with {fix}")
         say(f"{subcommand} with the checkpoint's classes {', '.join(names)} ({dataset}); the config's are not used")
+        if folder_data:  # the outputs' names: predicting on files reads no class folder
+            data.classes = names
     elif folder_data:
         ours = None if data.classes is None else [str(c) for c in data.classes]
         if ours is None:  # its own classes in its own label order (a class folder added since shifts nothing)

@@ -66,7 +66,8 @@ def test_parse_errors_are_one_line_with_the_fix(args: list[str], expected: str, 
 
 def test_predict_with_a_checkpoint_of_other_classes_says_so_first(folder_stage: dict, tmp_path: Path, caplog) -> None:
     source = folder_stage["checkpoint"].parents[3] / "pretrain" / "version_0" / "checkpoints" / "last.ckpt"
-    own = folder_args(folder_stage["folder"], tmp_path / "runs", "p", tmp_path / "cache")
+    # the config's image folder need not exist: predicting on files reads no class folder
+    own = folder_args(tmp_path / "my_images", tmp_path / "runs", "p", tmp_path / "cache")
     files = str(folder_stage["folder"] / "test")
     run_cli(
         "predict",
