@@ -113,11 +113,14 @@ def test_the_notebook_runs_top_to_bottom_in_quick_mode(tmp_path: Path, monkeypat
     paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))  # the kernel imports this checkout's lit_transfer
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    client = NotebookClient(
-        nb, km=kernel_manager(tmp_path / "kernels"), timeout=600, resources={"metadata": {"path": str(work)}}
-    )
+    km = kernel_manager(tmp_path / "kernels")
+    client = NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(work)}})
     start = time.perf_counter()
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell raises
+    try:
+        client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell raises
+    finally:  # nbclient shuts down only kernels it started itself; this one is ours (process_guard checks)
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     print(f"notebook executed in quick mode in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
