@@ -6,6 +6,8 @@ torch reaches here, in fp32 and (where the CPU computes bf16 natively) in bf16.
 - FLOP per image: ``torch.utils.flop_counter`` over one forward and backward of the notebook's CNN
   (``lit_transfer.model``), batch 128. Stage one trains the whole network (no gradient for the images);
   stage two trains the head on cached features (the backbone is frozen and runs once, not per step).
+  ``feature_pass``: that one forward of the frozen backbone, per image it caches (the training and validation
+  images, once per run). Issue 25's stage-two floor counts the head's training only; run.py shows both.
 - Peak: ``torch.mm`` of large square matrices on torch's threads (the process default), the median of several
   products at the better of two sizes: the rate a GEMM reaches on this machine now, not the datasheet's. (The
   step's own products as im2col GEMMs, K = 9 or 32 and N = 32, run at a fraction of it through ``torch.mm``:
@@ -31,7 +33,8 @@ BATCH = 128
 
 
 def flop_per_image(num_classes: int = 5) -> dict[str, float]:
-    """Forward + backward FLOP of one training image: the whole CNN (stage one), the head alone (stage two)."""
+    """Forward + backward FLOP of one training image: the whole CNN (stage one), the head alone (stage two); and
+    the frozen backbone's forward over one image, which stage two runs once per image it caches."""
     backbone, head = Backbone(), Head(num_classes)
     images, labels = torch.randn(BATCH, 1, 28, 28), torch.randint(0, num_classes, (BATCH,))
     out = {}
@@ -41,6 +44,9 @@ def flop_per_image(num_classes: int = 5) -> dict[str, float]:
     with FlopCounterMode(display=False) as counter:
         F.cross_entropy(head(torch.randn(BATCH, FEATURE_DIM)), labels).backward()  # features: no gradient
     out["stage_two"] = counter.get_total_flops() / BATCH
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        backbone.features(images)
+    out["feature_pass"] = counter.get_total_flops() / BATCH
     return out
 
 

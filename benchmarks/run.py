@@ -27,6 +27,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+VAL_SIZE = 0.1  # the configs' and the references' validation split: stage two caches 1 / (1 - 0.1) x its images
 
 
 class BenchmarkFailed(Exception):
@@ -102,13 +103,20 @@ def floor() -> dict:
     return json.loads(out.splitlines()[-1])
 
 
-def floor_s(r: dict, floors: list[dict]) -> float | None:
-    """The training time of record ``r``'s images at the GEMM peak of its precision (median over the repeats)."""
+def floor_s(r: dict, floors: list[dict], feature_pass: bool = False) -> float | None:
+    """The training time of record ``r``'s images at the GEMM peak of its precision (median over the repeats).
+    ``feature_pass``: stage two's floor with the frozen backbone's one forward over every image it caches added
+    (training and validation images, once): work any implementation of stage two must do at least once."""
     peaks = [f["gemm_peak_flops"].get(r["precision"]) for f in floors]
     if None in peaks or not peaks:
         return None  # e.g. bf16 on a CPU without native bf16: no bf16 peak was measured
     images = r["images_per_s"] * r["train_time_s"]  # epochs x training images
-    return images * floors[0]["flop_per_image"][r["stage"]] / statistics.median(peaks)
+    flop = images * floors[0]["flop_per_image"][r["stage"]]
+    if feature_pass:
+        if "feature_pass" not in floors[0]["flop_per_image"] or "epochs" not in r:
+            return None  # records saved before it was counted
+        flop += images / r["epochs"] / (1 - VAL_SIZE) * floors[0]["flop_per_image"]["feature_pass"]
+    return flop / statistics.median(peaks)
 
 
 def gpu_mb(records: list[dict]) -> str:
@@ -197,7 +205,7 @@ def main() -> None:
                 failed.append(name)
                 continue
             for r in new:
-                r.update(repeat=rep, both_stages_wall_s=wall, key=name)
+                r.update(repeat=rep, both_stages_wall_s=wall, key=name, epochs=args.epochs)
                 print(json.dumps(r), flush=True)
             records.extend(new)
         # saved after every repeat: an interrupted run keeps what it measured (--table prints it)
@@ -217,6 +225,11 @@ def floor_summary(floors: list[dict]) -> str:
         f"floor: training FLOP at the GEMM peak measured in this run (torch.mm, median of {len(floors)}: {each}); "
         f"forward + backward per image: stage one {flop['stage_one'] / 1e6:.2f} MFLOP, "
         f"stage two {flop['stage_two'] / 1e6:.2f} MFLOP (the head on cached features)"
+        + (
+            f"; stage two's feature pass {flop['feature_pass'] / 1e6:.2f} MFLOP per cached image"
+            if "feature_pass" in flop
+            else ""
+        )
     )
 
 
@@ -225,8 +238,9 @@ def table(records: list[dict], floors: list[dict]) -> str:
     command(s) for both stages (two commands for lit_transfer, one process for the references)."""
     rows = [
         "| implementation | precision | stage one train s | x floor | stage two train s | x floor | "
-        "test acc one / two | peak RSS MB | peak GPU MB | both stages, whole command(s) s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "x floor with the feature pass | test acc one / two | peak RSS MB | peak GPU MB | "
+        "both stages, whole command(s) s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key in dict.fromkeys(r["key"] for r in records):
         mine = [r for r in records if r["key"] == key]
@@ -235,11 +249,13 @@ def table(records: list[dict], floors: list[dict]) -> str:
         for stage in ("stage_one", "stage_two"):
             rs = [r for r in mine if r["stage"] == stage]
             if not rs:
-                cells += ["-", "-"]
+                cells += ["-", "-"] + ["-"] * (stage == "stage_two")
                 continue
             train = statistics.median(r["train_time_s"] for r in rs)
-            ratios = [t / f for r in rs if (f := floor_s(r, floors)) and (t := r["train_time_s"])]
-            cells += [f"{train:.1f}", f"{statistics.median(ratios):.1f}x" if ratios else "-"]
+            cells.append(f"{train:.1f}")
+            for feature_pass in (False, True) if stage == "stage_two" else (False,):
+                ratios = [t / f for r in rs if (f := floor_s(r, floors, feature_pass)) and (t := r["train_time_s"])]
+                cells.append(f"{statistics.median(ratios):.1f}x" if ratios else "-")
             acc.append(f"{100 * statistics.median(r['test_acc'] for r in rs):.2f}%")
             rss.append(f"{statistics.median(r['peak_rss_mb'] for r in rs):,.0f}")
         walls = {r["repeat"]: r["both_stages_wall_s"] for r in mine}
