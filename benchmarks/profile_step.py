@@ -3,6 +3,7 @@
 
     python benchmarks/profile_step.py --stage one [--steps 20]     # torch.profiler, ops by self time
     python benchmarks/profile_step.py --stage one --steps 5 --onednn   # oneDNN's primitives (ONEDNN_VERBOSE=1)
+    python benchmarks/profile_step.py --stage one --steps 10 --compare_compiled 5   # eager against torch.compile
 
 Stage two is the head on cached features (the frozen backbone's output gathered by index, its dropout, the head).
 The step is timed without the profiler first (median of ``--steps``), then profiled; with ``--onednn`` it runs
@@ -32,13 +33,16 @@ from lit_transfer.speed.layers import to_fast_cpu_layers
 BATCH = 128
 
 
-def make_step(stage: str, foreach: bool | None = None, bf16: bool = False):
+def make_step(stage: str, foreach: bool | None = None, bf16: bool = False, compiled: bool = False, fast: bool = True):
     """A closure doing one training step of ``stage`` (zero_grad, forward, backward, optimizer step); ``bf16``:
-    the forward under bf16 autocast, as Lightning's ``bf16-mixed`` runs it on the CPU."""
+    the forward under bf16 autocast, as Lightning's ``bf16-mixed`` runs it on the CPU; ``compiled``: the forward
+    (and through AOTAutograd its backward) compiled by ``torch.compile``'s default backend, inductor; ``fast``:
+    lit_transfer's fast CPU layers, else the notebook's layers as torch has them."""
     torch.manual_seed(0)
     net = nn.Module()
     net.backbone, net.head = Backbone(), Head(5)
-    to_fast_cpu_layers(net)  # as lit_transfer trains on the CPU
+    if fast:
+        to_fast_cpu_layers(net)  # as lit_transfer trains on the CPU
     labels = torch.randint(0, 5, (BATCH,))
     if stage == "one":
         images = torch.rand(BATCH, 1, 28, 28)
@@ -57,6 +61,8 @@ def make_step(stage: str, foreach: bool | None = None, bf16: bool = False):
             return net.head(net.backbone.from_features(features))
 
     optimizer = torch.optim.Adadelta(params, lr=1.0, rho=0.95, eps=1e-7, foreach=foreach)
+    if compiled:
+        forward = torch.compile(forward)
 
     def step() -> None:
         optimizer.zero_grad()
@@ -124,6 +130,24 @@ def compare_bf16(stage: str, steps: int, repeats: int) -> None:
         print(f"{name:11s} {wall:7.1f} ms wall {cpu:7.1f} ms CPU per step; torch.mm 1024^3: {rate:5.0f} GFLOP/s of CPU")
 
 
+def compare_compiled(stage: str, steps: int, repeats: int) -> None:
+    """Median ms per step (wall), interleaved: lit_transfer's eager step, the notebook's layers eager, and those
+    compiled (the fast CPU layers' own autograd functions do not compile: AOTAutograd fails on their outputs). The
+    compile time (the first step's) is printed first."""
+    steps_by = {"eager, fast CPU layers": make_step(stage), "eager, torch's layers": make_step(stage, fast=False)}
+    start = time.perf_counter()
+    steps_by["torch.compile, torch's layers"] = make_step(stage, compiled=True, fast=False)
+    steps_by["torch.compile, torch's layers"]()
+    print(f"torch.compile: the first step took {time.perf_counter() - start:.1f} s (compiling)")
+    times: dict[str, list[float]] = {name: [] for name in steps_by}
+    for _ in range(repeats):
+        for name, step in steps_by.items():
+            times[name].append(timed(step, steps)[0])
+    print(f"stage {stage}, {torch.get_num_threads()} threads, batch {BATCH}: medians of {repeats} x {steps} steps")
+    for name, t in times.items():
+        print(f"{name:30s} {statistics.median(t) * 1e3:7.1f} ms wall per step  {[round(x * 1e3, 1) for x in t]}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stage", choices=["one", "two"], default="one")
@@ -135,6 +159,12 @@ def main() -> None:
         type=int,
         metavar="REPEATS",
         help="no profile: the step in 32-bit and in bf16-mixed, and torch.mm's peak in both, interleaved REPEATS times",
+    )
+    p.add_argument(
+        "--compare_compiled",
+        type=int,
+        metavar="REPEATS",
+        help="no profile: the eager step against one with a torch.compile'd forward, interleaved REPEATS times",
     )
     p.add_argument("--verbose_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -150,6 +180,9 @@ def main() -> None:
     step = make_step(args.stage)
     if args.compare_bf16:
         compare_bf16(args.stage, args.steps, args.compare_bf16)
+        return
+    if args.compare_compiled:
+        compare_compiled(args.stage, args.steps, args.compare_compiled)
         return
     if args.verbose_child:
         for _ in range(3):
