@@ -95,9 +95,14 @@ def ray_study(cluster, data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.mark.parametrize("executor", ["sequential", pytest.param("ray", marks=needs_ray)])
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_stopped_study_keeps_its_runs_and_the_same_command_continues(executor: str, signum: int, data: Path,
-                                                                     reference, tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    ("signum", "group"),
+    [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["ctrl-c", "sigterm", "sigterm-group"],
+)
+def test_stopped_study_keeps_its_runs_and_the_same_command_continues(
+    executor: str, signum: int, group: bool, data: Path, reference, tmp_path: Path
+) -> None:
     # Ray: its own local Ray instance (no --ray_address), as from a terminal; first in this file, before the cluster.
     # Both directions under Ray: a source run is caught mid-way while the other direction's runs finish beside it.
     out, marker = tmp_path / "out", tmp_path / "caught"
@@ -107,14 +112,15 @@ def test_stopped_study_keeps_its_runs_and_the_same_command_continues(executor: s
                  f"--trainer.callbacks.once={marker}", *match, executor=executor)  # fmt: skip
     # Ctrl-C goes to the whole process group, as a terminal's reaches every process of its foreground command (Ray
     # blocks SIGINT in its own). SIGTERM goes to the study's process only (`kill PID`; Kubernetes signals a
-    # container's main process): the study must stop Ray's processes itself. process_guard.started gives the study
-    # SIGINT at its default, as a terminal's foreground command has it, whatever this pytest inherited.
+    # container's main process): the study must stop Ray's processes itself; or to every process of the group at
+    # once, Ray's and the runs' included, as SLURM signals every process of a job step. process_guard.started gives
+    # the study SIGINT at its default, as a terminal's foreground command has it, whatever this pytest inherited.
     with shell(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as first:
         deadline = time.monotonic() + 240
         while not (marker.exists() and done(out)):  # a run waits after its checkpoint at step 2, another finished
             assert first.poll() is None and time.monotonic() < deadline, first.communicate()
             time.sleep(0.2)
-        os.killpg(first.pid, signum) if signum == signal.SIGINT else first.send_signal(signum)
+        os.killpg(first.pid, signum) if group else first.send_signal(signum)
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 1 and stderr.strip().splitlines()[-1] == INTERRUPTED, stderr[-3000:]
     attempt = Path(marker.read_text()).relative_to(out)  # .../seed0/version_0 of the run caught mid-way
