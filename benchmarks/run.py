@@ -34,8 +34,9 @@ class BenchmarkFailed(Exception):
     pass
 
 
-def run(cmd: list[str], cwd: Path) -> tuple[str, float]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, float]:
+    """``cmd``'s output and wall time; ``env``: the environment to start from (default: this process's)."""
+    env = {**(os.environ if env is None else env), "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start

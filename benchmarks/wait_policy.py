@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from run import REPO, run  # benchmarks/run.py: a command, its stderr in the error if it fails
+
 VARIANTS = {"unset": {}, "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}, "GOMP_SPINCOUNT=10000": {"GOMP_SPINCOUNT": "10000"}}
 
 
@@ -28,8 +29,7 @@ def train_s(variables: dict[str, str], args: list[str], data_dir: str) -> float:
     root = tempfile.mkdtemp(prefix="lit_transfer_wait_")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | variables
     data = [f"--data.data_dir={data_dir}", "--data.download=false", "--trainer.enable_progress_bar=false"]
-    command = [sys.executable, "-m", "lit_transfer", "fit", *args, *data, f"--trainer.default_root_dir={root}"]
-    subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+    run([sys.executable, "-m", "lit_transfer", "fit", *args, *data, f"--trainer.default_root_dir={root}"], REPO, env)
     return json.loads(next(Path(root).glob("version_*/results.json")).read_text())["train_time_s"]
 
 
