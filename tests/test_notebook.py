@@ -99,12 +99,12 @@ def kernel_manager(folder: Path):
 @needs_real_mnist
 def test_the_notebook_runs_top_to_bottom_in_quick_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every cell in a real Jupyter kernel, as a learner runs it (LIT_TRANSFER_QUICK=1); fails when any cell raises.
-    Then its stage one against the command line with the same settings."""
+    Then what it printed and drew, and that its stage one learned."""
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    report = "import json\nprint(json.dumps({'result': source_result, 'settings': [EPOCHS, TRAIN_BATCHES]}))"
+    report = "import json\nprint(json.dumps({'result': source_result}))"
     nb.cells.append(nbformat.v4.new_code_cell(report))
     work = tmp_path / "notebooks"  # the notebook's ../runs/ goes to tmp_path, not into the checkout
     work.mkdir()
