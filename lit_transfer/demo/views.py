@@ -1,11 +1,15 @@
 """The page's words and the per-run view: titles from the checkpoints' own class names, the note on the shared
-features, and a run's curves, confusion matrix and results read from its folder."""
+features, and a run's curves, confusion matrix and results read from its folder; the Teach tab's words, its
+examples' gallery and its held-out accuracy."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
+from lit_transfer.demo import teach
 from lit_transfer.demo.inference import SHARED_LAYERS, Model, Output
 from lit_transfer.demo.pictures import confusion_figure, curves_figure, results_table
 from lit_transfer.demo.runs import read_curves, read_results, run_dir
@@ -70,3 +74,44 @@ def run_view(stage: str, model: Model) -> tuple[str, Figure | None, Figure | Non
     rows = results_table(results)
     table = "| result | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     return "\n\n".join(header), curves_figure(curves, "Learning curves"), confusion, table
+
+
+TEACH_INTRO = f"""
+### Teach the frozen features something new
+Name 2 to {teach.MAX_CLASSES} classes (symbols such as + - x, letters, shapes: anything), draw or drop at least
+{teach.MIN_EXAMPLES} examples of each, and press **Teach**. A new head learns them on stage one's frozen convolutional
+layers, and the same network learns them from scratch, fresh and unfrozen, on the same examples for the same number
+of steps ({teach.STEPS}, all examples in each). Then draw: both answer side by side.
+"""
+MODELS = {"transferred": "Transferred: stage one's frozen features, new head", "scratch": "From scratch: same network"}
+
+
+def gallery(state: dict) -> list[tuple[Image.Image, str]]:
+    """The examples as the networks see them, 28x28 (shown enlarged without blur), captioned with their class."""
+    return [
+        (Image.fromarray(np.kron(e["image"], np.ones((3, 3), np.uint8))), e["name"] + " (test)" * e["test"])
+        for e in state["examples"]
+    ]
+
+
+def counts(state: dict, names: list[str]) -> str:
+    per = {n: sum(e["name"] == n and not e["test"] for e in state["examples"]) for n in names}
+    tests = sum(e["test"] for e in state["examples"])
+    text = "Examples: " + ", ".join(f"{n} {c}" for n, c in per.items())
+    return text + (f"; test examples: {tests}." if tests else ".")
+
+
+def accuracy(taught: teach.Taught) -> str:
+    """Both models' held-out accuracy, with how it was measured."""
+    if taught.correct is None:
+        return "Too few examples for a held-out estimate (at least 2 per class)."
+    how = (
+        f"on the {taught.held_out} test examples you drew (not taught)"
+        if taught.estimate == "held-out examples"
+        else f"{taught.estimate}: each of the {taught.held_out} examples predicted by models taught without it"
+    )
+    rows = [
+        f"| {MODELS[k]} | {100 * c / taught.held_out:.0f}% ({c} of {taught.held_out}) |"
+        for k, c in taught.correct.items()
+    ]
+    return f"**Held-out accuracy**, {how}:\n\n| model | accuracy |\n|---|---|\n" + "\n".join(rows)
