@@ -67,6 +67,13 @@ MUTATIONS = [
         ["tests/test_lightning_conventions.py -k bf16"],
     ),
     Mutation(
+        "a bar that is not drawn still gathers every metric after each batch",
+        "lit_transfer/callbacks/progress.py",
+        "        if self._is_live():\n            super().on_train_batch_end(",
+        "        if True:\n            super().on_train_batch_end(",
+        ["tests/test_logs.py -k gathers"],
+    ),
+    Mutation(
         "cached features wrong (doubled)",
         "lit_transfer/speed/feature_cache.py",
         "            cache[start : start + len(chunk)] = chunk",

@@ -14,8 +14,12 @@ import sys
 import termios
 from pathlib import Path
 
+import lightning as L
 import pytest
 from helpers import REPO, only_run, write_image_folder, write_mnist
+from lightning.pytorch.demos.boring_classes import BoringModel
+
+from lit_transfer.callbacks.progress import ProgressBar
 
 EPOCHS = 5
 BAR = ("it/s]", "s/it]", "%|")  # tqdm's marks: a bar's rate and its frame
@@ -120,3 +124,36 @@ def test_a_terminal_keeps_the_live_bar(tmp_path: Path) -> None:
     text = b"".join(chunks).decode(errors="replace")
     assert "\r" in text and "Epoch 0:" in text and any(b in text for b in BAR), text[-2000:]
     assert not any(line.startswith("epoch 1/1:") for line in text.splitlines())
+
+
+class CountingBar(ProgressBar):
+    """lit_transfer's bar, counting how often it gathers the metrics (a dict of every logged value, 0.2 ms)."""
+
+    gathered = 0
+
+    def get_metrics(self, trainer, pl_module):
+        self.gathered += 1
+        return super().get_metrics(trainer, pl_module)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_bar_gathers_metrics_per_batch_only_when_it_draws(live: bool, tmp_path: Path, capsys) -> None:
+    """Without a live bar the metrics are read for the epoch's line only, not after every batch (Lightning's own
+    hook reads them each batch even when its bars are disabled)."""
+    bar = CountingBar(live=live)
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=30,
+        limit_val_batches=0,
+        callbacks=[bar],
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    if live:
+        assert bar.gathered >= 2 * 30  # a live bar redraws its metrics after every batch
+    else:
+        assert bar.gathered == 2  # once per epoch, for its line
+        assert re.findall(r"^epoch (\d)/2: 30 batches", capsys.readouterr().out, flags=re.M) == ["1", "2"]

@@ -57,7 +57,10 @@ class ProgressBar(TQDMProgressBar):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
             self._losses = [*self._losses[-(WINDOW - 1) :], loss.detach()]
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
+        # Without a live bar there is nothing to redraw, but Lightning's hook would still gather every metric after
+        # each batch (0.2 ms, 3% of a stage-two step on a 2-core CPU); the epoch's line gathers them once.
+        if self._is_live():
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, idx)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
