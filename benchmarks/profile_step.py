@@ -33,10 +33,18 @@ from lit_transfer.speed.layers import to_fast_cpu_layers
 BATCH = 128
 
 
-def make_step(stage: str, foreach: bool | None = None, bf16: bool = False, compiled: bool = False, fast: bool = True):
+def make_step(
+    stage: str,
+    foreach: bool | None = None,
+    bf16: bool = False,
+    compiled: bool = False,
+    fast: bool = True,
+    compiled_optimizer: bool = False,
+):
     """A closure doing one training step of ``stage`` (zero_grad, forward, backward, optimizer step); ``bf16``:
     the forward under bf16 autocast, as Lightning's ``bf16-mixed`` runs it on the CPU; ``compiled``: the forward
-    (and through AOTAutograd its backward) compiled by ``torch.compile``'s default backend, inductor; ``fast``:
+    (and through AOTAutograd its backward) compiled by ``torch.compile``'s default backend, inductor;
+    ``compiled_optimizer``: Adadelta's step compiled too (its passes fused into one loop); ``fast``:
     lit_transfer's fast CPU layers, else the notebook's layers as torch has them."""
     torch.manual_seed(0)
     net = nn.Module()
@@ -63,6 +71,7 @@ def make_step(stage: str, foreach: bool | None = None, bf16: bool = False, compi
     optimizer = torch.optim.Adadelta(params, lr=1.0, rho=0.95, eps=1e-7, foreach=foreach)
     if compiled:
         forward = torch.compile(forward)
+    optimizer_step = torch.compile(optimizer.step) if compiled_optimizer else optimizer.step
 
     def step() -> None:
         optimizer.zero_grad()
@@ -71,7 +80,7 @@ def make_step(stage: str, foreach: bool | None = None, bf16: bool = False, compi
         with record_function("backward"):
             loss.backward()
         with record_function("optimizer.step"):
-            optimizer.step()
+            optimizer_step()
 
     return step
 
@@ -132,13 +141,19 @@ def compare_bf16(stage: str, steps: int, repeats: int) -> None:
 
 def compare_compiled(stage: str, steps: int, repeats: int) -> None:
     """Median ms per step (wall), interleaved: lit_transfer's eager step, the notebook's layers eager, and those
-    compiled (the fast CPU layers' own autograd functions do not compile: AOTAutograd fails on their outputs). The
-    compile time (the first step's) is printed first."""
+    compiled, without and with Adadelta's step (the fast CPU layers' own autograd functions and ``ByteDropout``'s
+    byte view do not compile: AOTAutograd fails on their outputs). The compile times (the first steps') are printed
+    first."""
     steps_by = {"eager, fast CPU layers": make_step(stage), "eager, torch's layers": make_step(stage, fast=False)}
     start = time.perf_counter()
     steps_by["torch.compile, torch's layers"] = make_step(stage, compiled=True, fast=False)
     steps_by["torch.compile, torch's layers"]()
     print(f"torch.compile: the first step took {time.perf_counter() - start:.1f} s (compiling)")
+    start = time.perf_counter()
+    whole = "torch.compile, torch's layers + Adadelta"
+    steps_by[whole] = make_step(stage, compiled=True, fast=False, compiled_optimizer=True)
+    steps_by[whole]()
+    print(f"torch.compile with Adadelta's step: the first step took {time.perf_counter() - start:.1f} s")
     times: dict[str, list[float]] = {name: [] for name in steps_by}
     for _ in range(repeats):
         for name, step in steps_by.items():
