@@ -15,12 +15,12 @@ import time
 
 import torch
 from common import DATA_DIR
+from profile_step import cpu_net
 from torch import nn
 from torchvision.datasets import MNIST
 
-from lit_transfer.model import FEATURE_DIM, Backbone, Head, to_input
+from lit_transfer.model import FEATURE_DIM, to_input
 from lit_transfer.speed.cpu import tune_cpu
-from lit_transfer.speed.layers import to_fast_cpu_layers
 
 IMAGES = 27536  # stage two's training split (90% of the 30,596 training images of 0-4)
 
@@ -42,11 +42,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
     tune_cpu()
-    torch.manual_seed(0)
-    net = nn.Module()
-    net.backbone, net.head = Backbone(), Head(5)
-    to_fast_cpu_layers(net)  # as lit_transfer runs on the CPU
-    net.eval()
+    net = cpu_net().eval()  # lit_transfer's fast CPU layers, as it runs on the CPU
     mnist = MNIST(args.data_dir, train=True, download=False)
     images = mnist.data[mnist.targets < 5][:IMAGES]
     seconds: dict[int, list[float]] = {chunk: [] for chunk in args.chunks}

@@ -33,6 +33,17 @@ from lit_transfer.speed.layers import to_fast_cpu_layers
 BATCH = 128
 
 
+def cpu_net(fast: bool = True) -> nn.Module:
+    """The notebook's CNN for 5 classes (``backbone`` and ``head``), seeded: with lit_transfer's fast CPU layers
+    swapped in, as it trains on the CPU (``fast``), or with the notebook's layers as torch has them."""
+    torch.manual_seed(0)
+    net = nn.Module()
+    net.backbone, net.head = Backbone(), Head(5)
+    if fast:
+        to_fast_cpu_layers(net)
+    return net
+
+
 def make_step(
     stage: str,
     foreach: bool | None = None,
@@ -46,11 +57,7 @@ def make_step(
     (and through AOTAutograd its backward) compiled by ``torch.compile``'s default backend, inductor;
     ``compiled_optimizer``: Adadelta's step compiled too (its passes fused into one loop); ``fast``:
     lit_transfer's fast CPU layers, else the notebook's layers as torch has them."""
-    torch.manual_seed(0)
-    net = nn.Module()
-    net.backbone, net.head = Backbone(), Head(5)
-    if fast:
-        to_fast_cpu_layers(net)  # as lit_transfer trains on the CPU
+    net = cpu_net(fast)
     labels = torch.randint(0, 5, (BATCH,))
     if stage == "one":
         images = torch.rand(BATCH, 1, 28, 28)
@@ -179,7 +186,7 @@ def main() -> None:
         "--compare_compiled",
         type=int,
         metavar="REPEATS",
-        help="no profile: the eager step against one with a torch.compile'd forward, interleaved REPEATS times",
+        help="no profile: the eager step against torch.compile'd ones (forward; forward and Adadelta), REPEATS times",
     )
     p.add_argument("--verbose_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

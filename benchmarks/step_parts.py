@@ -17,13 +17,12 @@ import time
 import torch
 import torch.nn.functional as F
 from floor import flop_per_image, gemm_peak
-from torch import nn
+from profile_step import cpu_net
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_transfer.model import FEATURE_DIM, Backbone, Head
+from lit_transfer.model import FEATURE_DIM
 from lit_transfer.speed.cpu import tune_cpu
-from lit_transfer.speed.layers import to_fast_cpu_layers
 
 BATCH, CACHED = 128, 27536
 
@@ -34,18 +33,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=100)
     args = p.parse_args()
     tune_cpu()
-    torch.manual_seed(0)
-    net = nn.Module()
-    net.backbone, net.head = Backbone(), Head(5)
-    to_fast_cpu_layers(net)
+    net = cpu_net()
     net.backbone.requires_grad_(False)
     net.train()
     cache, labels = torch.rand(CACHED, FEATURE_DIM), torch.randint(0, 5, (CACHED,))
     optimizer = torch.optim.Adadelta(net.head.parameters(), lr=1.0, rho=0.95, eps=1e-7)
-    accuracy, mean_loss = (
-        MulticlassAccuracy(5, average="micro", validate_args=False),
-        MeanMetric(nan_strategy="disable"),
-    )
+    accuracy = MulticlassAccuracy(5, average="micro", validate_args=False)
+    mean_loss = MeanMetric(nan_strategy="disable")
     parts: dict[str, list[float]] = {}
 
     def lap(name: str, since: float) -> float:
