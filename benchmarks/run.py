@@ -154,7 +154,6 @@ def main() -> None:
         choices=[
             "ours",
             "ours_one_process",
-            "ours_eager",
             "ours_bar",
             "ours_bf16",
             "plain_ftz",
@@ -162,7 +161,7 @@ def main() -> None:
             "lightning",
         ],
         help="ours_one_process: both stages in one process (python -m lit_transfer.study --preset seed ...); "
-        "ours_eager: lit_transfer with --speed.cuda_graphs=false; ours_bar: with the progress bar users see; "
+        "ours_bar: with the progress bar users see; "
         "ours_bf16: with --trainer.precision=bf16-mixed",
     )
     p.add_argument("--ours_args", nargs="*", default=[], help="extra CLI arguments for lit_transfer")
@@ -179,7 +178,6 @@ def main() -> None:
     impls = {
         "ours": lambda: ours(data_dir, args.ours_args),
         "ours_one_process": lambda: ours_one_process(data_dir, args.ours_args),
-        "ours_eager": lambda: ours(data_dir, [*args.ours_args, "--speed.cuda_graphs=false"], "lit_transfer, eager"),
         "ours_bar": lambda: ours(
             data_dir, [*args.ours_args, "--trainer.enable_progress_bar=true"], "lit_transfer, progress bar on"
         ),

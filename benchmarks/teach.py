@@ -1,7 +1,7 @@
 """The demo page's Teach tab, measured: time to teach and both models' held-out accuracy on drawn symbols.
 
 For each seed: ``--per-class`` examples of each symbol (+, -, x drawn by program with a hand's jitter, as the page's
-drawing pad draws them, then the image rule of ``lit_transfer/images.py``) are taught, as the page does, to stage
+drawing pad draws them, then the image rule of ``lit_transfer/images/rule.py``) are taught, as the page does, to stage
 one's frozen features with a new head and to the same network from scratch (``lit_transfer/demo/teach.py``); both
 are then asked about ``--test-per-class`` other drawings of each symbol. Also timed: the page's held-out estimate by
 cross-validation (what it shows when the user drew no test examples). One torch thread, as the page runs.
@@ -33,7 +33,7 @@ SYMBOLS = ["plus", "minus", "times"]
 
 
 def drawn(per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from lit_transfer.images import to_mnist
+    from lit_transfer.images.rule import to_mnist
 
     rng = random.Random(seed)
     images = [to_mnist(picture(strokes(name, rng))) for name in SYMBOLS for _ in range(per_class)]

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 # a long traceback at the first import.
 _EXPORTS = {
     "Backbone": "lit_transfer.model",
-    "CheckpointMarker": "lit_transfer.checkpoint",
+    "CheckpointMarker": "lit_transfer.callbacks",
     "DigitsDataModule": "lit_transfer.data",
-    "FolderDataModule": "lit_transfer.folder_data",
-    "FreezeFeatures": "lit_transfer.callbacks",
+    "FolderDataModule": "lit_transfer.data",
+    "FreezeFeatures": "lit_transfer.freeze",
     "Head": "lit_transfer.model",
     "ImagesDataModule": "lit_transfer.data",
     "StageReport": "lit_transfer.callbacks",
@@ -32,10 +32,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from lit_transfer.callbacks import FreezeFeatures, StageReport
-    from lit_transfer.checkpoint import CheckpointMarker
-    from lit_transfer.data import DigitsDataModule, ImagesDataModule
-    from lit_transfer.folder_data import FolderDataModule
+    from lit_transfer.callbacks import CheckpointMarker, StageReport
+    from lit_transfer.data import DigitsDataModule, FolderDataModule, ImagesDataModule
+    from lit_transfer.freeze import FreezeFeatures
     from lit_transfer.model import Backbone, Head
     from lit_transfer.module import TransferModule
 

@@ -8,7 +8,7 @@ the versions and devices; every command first checks that torchvision works with
 import importlib
 import sys
 
-from lit_transfer import setup_check
+from lit_transfer.command_line import setup_check
 
 TOOLS = {"demo": "lit_transfer.demo.serve", "export": "lit_transfer.export"}  # tool name -> module with main(args)
 

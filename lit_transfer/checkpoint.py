@@ -23,9 +23,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from lit_transfer.console import count
-from lit_transfer.errors import UserError
-from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, count_params, weight_layers
+from lit_transfer.errors import UserError, count
+from lit_transfer.files import atomic_write
+from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
 
 MARKER = "lit_transfer"
 FORMAT = 1
@@ -114,7 +114,8 @@ def require_ours(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[st
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes ``<file>.tmp``, fsyncs it, then renames it over ``<file>``: a crash leaves the old file intact.
+    """Writes through ``files.atomic_write`` (a temporary file, flushed, renamed over ``<file>``): a crash leaves the
+    old file intact.
 
     Lightning's own writer goes through fsspec, whose local "transaction" writes to the system temp dir and moves
     the file (a copy, not an atomic rename, when /tmp is another filesystem). Loading goes through
@@ -122,17 +123,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
         checkpoint = load_checkpoint(path, map_location=map_location or "cpu")
@@ -140,63 +132,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return checkpoint
 
 
-class CheckpointMarker(L.Callback):
-    """Writes ``checkpoint[MARKER]`` (what the checkpoint was trained on) and the global RNG state into every
-    checkpoint, and restores the RNG state when one is loaded; ``loaded`` is the marker of the checkpoint loaded
-    last (``loaded_marker(trainer)``), e.g. the classes ``predict`` names its outputs by."""
-
-    def __init__(self) -> None:
-        self.loaded: dict[str, Any] = {}
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        data = trainer.datamodule
-        dataset = getattr(data, "dataset", None)
-        checkpoint[MARKER] = {
-            "format": FORMAT,
-            "dataset": dataset,
-            "digits": list(getattr(data, "digits", None) or []),
-            "num_classes": pl_module.hparams.num_classes,
-            "frozen_stage": frozen_stage(trainer),
-            **{k: v for k, v in count_params(pl_module).items() if k != "total_params"},
-        }
-        if dataset == "folder":  # the real names, in label order (no digits)
-            checkpoint[MARKER].update(classes=list(data.class_names), digits=[])
-        # Lightning does not store the global RNG; dropout draws from it, so an exact resume needs it.
-        checkpoint["rng"] = {"torch": torch.get_rng_state()}
-        if pl_module.device.type == "cuda":
-            checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state(pl_module.device)
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self.loaded = dict(checkpoint.get(MARKER) or {})
-        rng = checkpoint.get("rng", {})
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"].cpu())
-        if "cuda" in rng and pl_module.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), pl_module.device)
-
-
-def loaded_marker(trainer: L.Trainer) -> dict[str, Any]:
-    """The marker of the checkpoint this trainer loaded (``{}``: none, or no ``CheckpointMarker``)."""
-    return next((cb.loaded for cb in trainer.callbacks if isinstance(cb, CheckpointMarker)), {})
+def load_network(path: str | os.PathLike) -> tuple[Backbone, Head, dict[str, Any]]:
+    """The network a checkpoint of ours holds, as it was trained (its own head width), in evaluation mode with its
+    weights frozen, and the checkpoint's marker. The one way a checkpoint becomes a network: transfer, evaluation,
+    export and the demo all read through here. Read weights-only and loaded strictly: a missing or misshapen layer
+    means another architecture, and any other file, a one-line ``UserError``."""
+    checkpoint = load_checkpoint(path)
+    meta = require_ours(checkpoint, path)
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
+    fc2 = weights.get("head.fc2.weight")
+    width = fc2.shape[0] if fc2 is not None and fc2.dim() == 2 else int(meta.get("num_classes") or 1)
+    network = nn.ModuleDict({"backbone": Backbone(), "head": Head(width)})
+    try:
+        network.load_state_dict(weights)
+    except RuntimeError:
+        raise UserError(
+            f"the weights in {path} do not fit this model (different layers or shapes): "
+            "pass a checkpoint of lit_transfer's network"
+        ) from None
+    network.eval().requires_grad_(False)
+    return network["backbone"], network["head"], meta
 
 
 def copy_weights(path: str, backbone: Backbone, head: Head, transfer_layers: int | None = None) -> None:
     """Copy the backbone (and the head, when it fits) of the checkpoint at ``path`` into ``backbone`` and
     ``head``, or its first ``transfer_layers`` weight layers (1 = conv1 ... 4 = fc2)."""
-    checkpoint = load_checkpoint(path)
-    meta = require_ours(checkpoint, path)
-    # The source network as it was trained (its own head width), loaded strictly: any missing or misshapen
-    # layer means another architecture.
-    source = nn.ModuleDict({"backbone": Backbone(), "head": Head(meta.get("num_classes") or 0)})
-    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
-    try:
-        source.load_state_dict(weights)
-    except RuntimeError:
-        raise UserError(
-            f"the weights in {path} do not fit this model (different layers or shapes): "
-            "transfer from a checkpoint of this model's architecture"
-        ) from None
-    pairs = list(zip(weight_layers(source.backbone, source.head), weight_layers(backbone, head), strict=True))
+    source_backbone, source_head, meta = load_network(path)
+    pairs = list(zip(weight_layers(source_backbone, source_head), weight_layers(backbone, head), strict=True))
     if transfer_layers is not None:
         pairs = pairs[:transfer_layers]
     copied = []

@@ -2,8 +2,9 @@
 
 The wiring only: the head's width linked to the data's classes, the two checkpoint callbacks, the ``--freeze.*``
 and ``--speed.*`` options, the stage handoff (``fit --ckpt_path`` resumes the same stage or transfers into the next)
-and the test after ``fit``. Run folders and loggers: ``run_dirs.py``; which classes an evaluation uses:
-``evaluation.py``; the notebook itself: ``module.py``, ``model.py``, ``data.py``.
+and the test after ``fit``. The run's other callbacks: ``callbacks.run_callbacks``; run folders, loggers, which
+classes an evaluation uses and the rest of the command line's helpers: ``command_line/``; the notebook itself:
+``module.py``, ``model.py``, ``data/``, ``freeze.py``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer import console, evaluation, help, options, parse_errors, run_dirs, speed
-from lit_transfer.callbacks import PredictionCSV, StageReport
-from lit_transfer.callbacks.interrupt import Interrupt, Interrupted
+from lit_transfer.callbacks import run_callbacks
+from lit_transfer.callbacks.interrupt import Interrupted
 from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
 from lit_transfer.callbacks.progress import ProgressBar as RunningLossBar
-from lit_transfer.checkpoint import AtomicCheckpointIO, CheckpointMarker, frozen_stage, same_stage
+from lit_transfer.checkpoint import AtomicCheckpointIO, frozen_stage, same_stage
+from lit_transfer.command_line import console, evaluation, help, options, parse_errors, run_dirs
 from lit_transfer.data import ImagesDataModule
-from lit_transfer.divergence import LossWatch
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
 from lit_transfer.speed.cpu import bf16_note, flush_denormals, tune_cpu
@@ -47,7 +47,7 @@ class TransferCLI(LightningCLI):
         # State the classes once: the head's width follows the data's classes.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         options.add_freeze_arguments(parser)  # --freeze.*: FreezeFeatures' options, whatever the callbacks
-        parser.add_function_arguments(speed.callbacks, "speed")  # each speed piece can be switched off
+        options.add_speed_arguments(parser)  # --speed.feature_cache false computes every batch's features
         # Two checkpoint callbacks, each configurable (--last_checkpoint.every_n_train_steps 50, ...): last.ckpt,
         # rewritten often so that a crash costs little, and the best model by validation accuracy.
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
@@ -74,7 +74,7 @@ class TransferCLI(LightningCLI):
         # given, on every run from the command line).
         self.given = [str(a) for a in (sys.argv[1:] if args is None else args)]  # what the user typed
         try:
-            self.config = parser.parse_args(run_dirs.with_save_dir(options.legacy_folder_args(self.given)))
+            self.config = parser.parse_args(run_dirs.with_save_dir(self.given))
         except ArgumentError as err:
             sub = parser._subcommands_action._name_parser_map.get(self.given[0]) if self.given else None
             known = list(sub._option_string_actions) if sub is not None else []
@@ -114,12 +114,13 @@ class TransferCLI(LightningCLI):
             kwargs.setdefault("logger", run_dirs.default_loggers(self.run_dir))
         if not config.get("plugins"):
             kwargs.setdefault("plugins", [AtomicCheckpointIO()])
-        callbacks = self.trainer_defaults["callbacks"] + speed.callbacks(**self._get(self.config_init, "speed"))
+        speed = self._get(self.config_init, "speed")
+        callbacks = run_callbacks(feature_cache=speed.feature_cache, command_line=self.given)
         if config.get("max_time") is not None:
             # Lightning enforces --trainer.max_time with a Timer of its own only if the callbacks hold none, so the
             # default Timer (there for the training time) would switch the limit off; Lightning's does both.
             callbacks = [cb for cb in callbacks if not isinstance(cb, Timer)]
-        self.trainer_defaults["callbacks"] = callbacks  # after the config's own (FreezeFeatures), as speed needs
+        self.trainer_defaults["callbacks"] = callbacks  # LightningCLI puts the config's own (FreezeFeatures) first
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.strategy.root_device.type == "cpu":
             tune_cpu(processes=trainer.num_devices)  # process-wide CPU settings (lit_transfer/speed/cpu.py)
@@ -180,11 +181,6 @@ class TransferCLI(LightningCLI):
         self.model = evaluation.prepare(subcommand, ckpt_path, self.model, self.datamodule)
 
 
-def trainer_defaults(args: list[str] | None) -> dict[str, Any]:
-    callbacks = [Timer(), StageReport(), PredictionCSV(), RunningLossBar(), Interrupt(args), CheckpointMarker()]
-    return {"max_epochs": 5, "callbacks": [*callbacks, LossWatch()]}  # 5 epochs per stage, as in the notebook
-
-
 def main(args: list[str] | None = None) -> None:
     argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
     if not argv or argv[0] in ("-h", "--help"):  # every command, the tools and the study included
@@ -201,7 +197,7 @@ def main(args: list[str] | None = None) -> None:
             TransferModule,
             ImagesDataModule,
             subclass_mode_data=True,
-            trainer_defaults=trainer_defaults(args),
+            trainer_defaults={"max_epochs": 5},  # per stage, as in the notebook; callbacks: instantiate_trainer
             seed_everything_default=0,
             # Parse errors come back as exceptions (a short message instead of the usage: parse_errors.py), and
             # abbreviated options are refused (--trainer.max_epoch is not --trainer.max_epochs).

@@ -1,9 +1,15 @@
-"""Writing result files safely: never over an existing file, never half-written."""
+"""Writing files safely: never over an existing result, never half-written.
+
+``atomic_write`` is the one way this package writes a file it may later read or a user keeps: results, reports,
+checkpoints and the image cache.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def unused_path(path: Path) -> Path:
@@ -17,9 +23,20 @@ def unused_path(path: Path) -> Path:
     return candidate
 
 
-def atomic_write(path: Path, text: str, newline: str | None = None) -> None:
-    """Write through a temporary file renamed into place: a crash leaves the old file or the new one, never half.
-    ``newline`` as for ``open`` (``""`` for CSV text, which holds its own line ends)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, newline=newline)
-    os.replace(tmp, path)
+def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``content`` (text as UTF-8, bytes, or a function that writes into the open binary file, such as
+    ``lambda f: torch.save(obj, f)``) to a temporary file beside ``path``, flush it to the disk, then rename it over
+    ``path``: a crash leaves the old file or the new one, never half of one. The folder must exist."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: two writers never share one
+    try:
+        with open(tmp, "wb") as f:
+            if callable(content):
+                content(f)
+            else:
+                f.write(content.encode() if isinstance(content, str) else content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -6,8 +6,9 @@ Layer for layer the Keras model of ``mnist_transfer_cnn.py``, with the same laye
     feature_layers         Conv2D(32, 3x3) ReLU  Conv2D(32, 3x3) ReLU  MaxPooling2D(2x2)  Dropout(0.25)  Flatten
     classification_layers  Dense(128) ReLU  Dropout(0.5)  Dense(num_classes)
 
-On the CPU, the command line swaps in layers that compute the same values and gradients faster
-(``lit_transfer/speed/layers.py``, ``FastCpuLayers``); ``to_notebook_layers`` there swaps them back, e.g. for export.
+Two pairs of those layers are written in the other order, and the two dropouts and the flatten in a faster form
+for the CPU: each computes the same values and gradients as Keras' order (``tests/test_model.py`` checks it bit for
+bit, and benchmarks/RESULTS.md has what it saves); ``lit_transfer/speed/layers.py`` says why each form is exact.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-FEATURE_SHAPE = (32, 12, 12)  # 28 -> 26 -> 24 after two valid 3x3 convs, -> 12 after 2x2 pooling
-FEATURE_DIM = 32 * 12 * 12  # 4608, the flattened feature vector the head reads
+from lit_transfer.speed.layers import ByteDropout, GradLayoutFlatten
+
+FEATURE_DIM = 32 * 12 * 12  # 4608: 28 -> 26 -> 24 after two valid 3x3 convs, -> 12 after 2x2 pooling; 32 channels
 WEIGHT_LAYERS = ("conv1", "conv2", "fc1", "fc2")  # input to output: Yosinski et al.'s "first n layers"
 
 
@@ -35,30 +37,28 @@ class Backbone(nn.Sequential):
                 conv1=nn.Conv2d(1, 32, kernel_size=3),
                 relu1=nn.ReLU(),
                 conv2=nn.Conv2d(32, 32, kernel_size=3),
-                relu2=nn.ReLU(),
+                # Keras: ReLU, then pool. Pooling first gives the same values (a maximum commutes with ReLU), and
+                # the ReLU then runs, forward and backward, on a quarter of the elements.
                 pool=nn.MaxPool2d(2),
-                dropout=nn.Dropout(0.25),
-                flatten=nn.Flatten(),
+                relu2=nn.ReLU(),
+                # Keras: dropout, then flatten. An elementwise mask commutes with a reshape; flattening first draws
+                # the mask over a plain (N, 4608) tensor, the layout the cached features are stored in.
+                flatten=GradLayoutFlatten(),
+                dropout=ByteDropout(0.25),  # nn.Dropout with a cheaper CPU mask
             )
         )
 
-    def _split(self) -> int:
-        """How many layers come before the dropout: their output depends on the weights alone."""
-        return list(self._modules).index("dropout")
-
     def features(self, x: Tensor) -> Tensor:
-        """The layers before the dropout, which depend on the weights alone: the pooled maps ``(N, 32, 12, 12)``
-        (flattened to ``(N, 4608)`` where the fast CPU layers flatten first). While the backbone is frozen their
-        output is computed once and cached (``lit_transfer/speed/feature_cache.py``)."""
-        for layer in list(self)[: self._split()]:
+        """The layers before the dropout, which depend on the weights alone: flattened ``(N, 4608)``. While the
+        backbone is frozen they give the same output in every epoch, so stage two computes them once
+        (``lit_transfer/callbacks/feature_cache.py``) and trains on :meth:`from_features`."""
+        for layer in list(self)[:-1]:
             x = layer(x)
         return x
 
     def from_features(self, features: Tensor) -> Tensor:
-        """The remaining layers (dropout and flatten) applied to :meth:`features`' output."""
-        for layer in list(self)[self._split() :]:
-            features = layer(features)
-        return features
+        """The rest of the backbone (its dropout) applied to :meth:`features`' output."""
+        return self.dropout(features)
 
 
 class Head(nn.Sequential):
@@ -69,7 +69,7 @@ class Head(nn.Sequential):
             OrderedDict(
                 fc1=nn.Linear(FEATURE_DIM, 128),
                 relu=nn.ReLU(),
-                dropout=nn.Dropout(0.5),
+                dropout=ByteDropout(0.5),  # nn.Dropout with a cheaper CPU mask
                 fc2=nn.Linear(128, num_classes),
             )
         )

@@ -1,7 +1,7 @@
 """The LightningModule: the notebook's network, its loss, metrics and optimizer, and transfer from a checkpoint.
 
-Everything else a run does is added from outside by the entry point: speed (``lit_transfer/speed/``), what a
-checkpoint records about itself (``checkpoint.CheckpointMarker``), the NaN watch (``divergence.LossWatch``).
+Everything else a run does is added from outside as callbacks (``lit_transfer/callbacks/``): the printout, what a
+checkpoint records about itself, the NaN watch, and in stage two the frozen backbone's features computed once.
 """
 
 from __future__ import annotations
@@ -79,10 +79,21 @@ class TransferModule(L.LightningModule):
         """Logits of a batch of uint8 images ``(N, 28, 28)``."""
         return self.head(self.backbone(to_input(images)))
 
+    def logits(self, inputs: Tensor) -> Tensor:
+        """Logits of what a batch holds: uint8 images, or (float) the frozen backbone's features of them.
+
+        A frozen backbone's layers before its dropout give the same output in every epoch, so in stage two they
+        run once per split and the loader serves their output in place of the images
+        (``lit_transfer/callbacks/feature_cache.py``); the rest of the network runs here, as in :meth:`forward`.
+        """
+        if inputs.dtype == torch.uint8:
+            return self(inputs)
+        return self.head(self.backbone.from_features(inputs))
+
     def _step(self, batch: tuple[Tensor, Tensor], split: str) -> tuple[Tensor, Tensor]:
         """The loss and predictions of a batch, counted into the split's epoch metrics."""
-        images, labels = batch
-        logits = self(images)
+        inputs, labels = batch
+        logits = self.logits(inputs)
         loss = F.cross_entropy(logits, labels)
         preds = logits.detach().argmax(1)
         self.metrics[f"{split}_acc"].update(preds, labels)
@@ -158,6 +169,10 @@ class TransferModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def setup(self, stage: str) -> None:
+        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
+            # oneDNN's CPU convolutions are faster on channels-last (NHWC) weights (benchmarks/RESULTS.md); the
+            # checkpoint keys and values stay the same, and a GPU run keeps torch's default layout.
+            self.backbone.to(memory_format=torch.channels_last)
         if stage == "fit" and self.init_from:
             self.transfer_from(self.init_from)
 

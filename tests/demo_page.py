@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from helpers import REPO, common_args, only_run, run_cli
 
-from lit_transfer.images import load_mnist
+from lit_transfer.images.rule import load_mnist
 
 CHROMIUM = "/usr/bin/chromium"
 # Playwright's own browser download cannot reach its host here: Debian's Chromium, headless, with nothing that

@@ -98,7 +98,8 @@ def common_args(data_dir: Path, runs: Path, name: str) -> list[str]:
         "--trainer.log_every_n_steps=1",  # the tiny runs have fewer batches than the default interval (50)
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
-        "--trainer.accelerator=cpu",
+        # benchmarks/gpu_check.sh runs some of these tests on a GPU with LIT_TRANSFER_TEST_ACCELERATOR=gpu
+        f"--trainer.accelerator={os.environ.get('LIT_TRANSFER_TEST_ACCELERATOR', 'cpu')}",
     ]
 
 

@@ -32,7 +32,7 @@ class Mutation:
 MUTATIONS = [
     Mutation(
         "run folders claimed with mkdir(exist_ok=True), not atomically",
-        "lit_transfer/run_dirs.py",
+        "lit_transfer/command_line/run_dirs.py",
         '(root / f"version_{n}").mkdir()',
         '(root / f"version_{n}").mkdir(exist_ok=True)',
         ["tests/test_safety.py::test_runs_started_together_never_share_a_folder"],
@@ -47,9 +47,9 @@ MUTATIONS = [
     ),
     Mutation(
         "--speed.feature_cache false ignored (always cached)",
-        "lit_transfer/speed/__init__.py",
-        "FeatureCache: feature_cache,",
-        "FeatureCache: True,",
+        "lit_transfer/callbacks/__init__.py",
+        "    if feature_cache:\n        callbacks.append(FeatureCache())",
+        "    if True:\n        callbacks.append(FeatureCache())",
         ["tests/test_speed_paths.py -k cached_features"],
     ),
     Mutation(
@@ -75,32 +75,17 @@ MUTATIONS = [
     ),
     Mutation(
         "cached features wrong (doubled)",
-        "lit_transfer/speed/feature_cache.py",
+        "lit_transfer/callbacks/feature_cache.py",
         "            cache[start : start + len(chunk)] = chunk",
         "            cache[start : start + len(chunk)] = 2 * chunk",
         ["tests/test_speed_paths.py -k cached_features"],
     ),
     Mutation(
-        "forward graphs not rebuilt when the trainable parameters change",
-        "lit_transfer/speed/cuda_graphs.py",
-        "return (tuple(inputs.shape), inputs.dtype, tuple(p.requires_grad for m in self.parts "
-        "for p in m.parameters()))",
-        "return (tuple(inputs.shape), inputs.dtype)",
-        ["tests/test_graphs.py -k unfreezes"],
-    ),
-    Mutation(
         "the NaN watch lets a checkpoint through after a deferred bad step",
-        "lit_transfer/divergence.py",
+        "lit_transfer/callbacks/loss_watch.py",
         "        self.check(trainer)  # raising here keeps the bad weights out of the checkpoint file",
         "        pass",
         ["tests/test_errors.py -k 'nan_loss and deferred'"],
-    ),
-    Mutation(
-        "the graphed forward stays on the module after training",
-        "lit_transfer/speed/cuda_graphs.py",
-        '        pl_module.__dict__.pop("forward", None)\n',
-        "",
-        ["tests/test_graphs.py -k identical_updates"],
     ),
     Mutation(
         "bf16-mixed without autocast in training",
@@ -112,7 +97,9 @@ MUTATIONS = [
     Mutation(
         "non-dense inputs dropped at another rate",
         "lit_transfer/speed/layers.py",
+        '        if not self.training or self.p == 0 or x.device.type != "cpu" or not exact:\n'
         "            return F.dropout(x, self.p, self.training)",
+        '        if not self.training or self.p == 0 or x.device.type != "cpu" or not exact:\n'
         "            return F.dropout(x, 0.5, self.training)",
         ["tests/test_layers.py -k non_dense"],
     ),
@@ -126,8 +113,8 @@ MUTATIONS = [
     Mutation(
         "a source checkpoint that lacks layers transferred anyway (non-strict load)",
         "lit_transfer/checkpoint.py",
-        "        source.load_state_dict(weights)",
-        "        source.load_state_dict(weights, strict=False)",
+        "        network.load_state_dict(weights)",
+        "        network.load_state_dict(weights, strict=False)",
         ["tests/test_errors.py -k backbone_does_not_fit"],
     ),
     Mutation(
@@ -139,7 +126,7 @@ MUTATIONS = [
     ),
     Mutation(
         "resuming a gradually unfrozen stage leaves the backbone frozen (Lightning #21901)",
-        "lit_transfer/callbacks/freeze.py",
+        "lit_transfer/freeze.py",
         "                    param.requires_grad_(True)",
         "                    pass",
         ["tests/test_resume.py -k mid-epoch-after-unfreezing", "tests/test_study_ray.py -k fine_tuning"],
@@ -153,7 +140,7 @@ MUTATIONS = [
     ),
     Mutation(
         "no RNG state restored on resume",
-        "lit_transfer/checkpoint.py",
+        "lit_transfer/callbacks/marker.py",
         '            torch.set_rng_state(rng["torch"].cpu())',
         "            pass",
         ["tests/test_resume.py -k 'test_sigkill_then_resume and mid-epoch-0'"],
@@ -284,7 +271,7 @@ MUTATIONS = [
     ),
     Mutation(
         "export --format pt2 without the class names",
-        "lit_transfer/export.py",
+        "lit_transfer/export/formats.py",
         "torch.export.save(program, path, extra_files=info)",
         "torch.export.save(program, path)",
         ["tests/test_export.py -k 'fresh_process and pt2'"],
@@ -305,7 +292,7 @@ MUTATIONS = [
     ),
     Mutation(
         "counts always plural (1 epochs)",
-        "lit_transfer/console.py",
+        "lit_transfer/errors.py",
         "noun if n == 1 else plural or noun + 's'",
         "plural or noun + 's'",
         ["tests/test_docs.py -k proper_english"],
@@ -320,8 +307,8 @@ MUTATIONS = [
     Mutation(
         "the taught model's backbone not frozen (no FreezeFeatures)",
         "lit_transfer/demo/teach.py",
-        "            *([FreezeFeatures()] if transfer else []),\n",
-        "",
+        "run_callbacks([FreezeFeatures()] if transfer else [])",
+        "run_callbacks([])",
         ["tests/test_demo.py::test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_command_line"],
     ),
     Mutation(

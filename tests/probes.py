@@ -42,3 +42,14 @@ class RecordDtypes(L.Callback):
 
 def autocast_on() -> bool:
     return torch.is_autocast_enabled("cpu")
+
+
+class DeferLossChecks(L.Callback):
+    """The NaN watch as on an accelerator, in a real CLI run on the CPU: the first bad step recorded on the device
+    and checked at checkpoints and epoch ends, not every step (``--trainer.callbacks+=probes.DeferLossChecks``)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from lit_transfer.callbacks import LossWatch
+
+        for watch in (cb for cb in trainer.callbacks if isinstance(cb, LossWatch)):
+            watch.defer = lambda loss: True

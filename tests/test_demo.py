@@ -33,7 +33,7 @@ from lit_transfer.checkpoint import load_checkpoint
 from lit_transfer.demo import serve
 from lit_transfer.demo.pictures import COLUMNS, GAP, ZOOM
 from lit_transfer.demo.runs import pick_pair
-from lit_transfer.images import BOX, INK, load_mnist
+from lit_transfer.images.rule import BOX, INK, load_mnist
 
 
 # --- checkpoints, the server, the browser ------------------------------------------------------------------

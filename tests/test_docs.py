@@ -121,7 +121,7 @@ def test_counts_are_in_proper_english(epochs: int, expected: str, tmp_path: Path
 
 
 def test_no_fstring_prints_a_count_before_a_plural_noun() -> None:
-    # "{n} files" reads "1 files" when n is 1: counts go through lit_transfer.console.count (or name a constant).
+    # "{n} files" reads "1 files" when n is 1: counts go through lit_transfer.errors.count (or name a constant).
     nouns = "epochs|images|files|batches|runs|cores|labels|digits|classes|seeds|layers|more unreadable files"
     pattern = re.compile(r"\{[^{}]*\}\s(?:" + nouns + r")\b(?!/)")  # not a unit: images/s
     found = []

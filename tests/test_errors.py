@@ -164,16 +164,14 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 
 # On the CPU the loss is checked every step; on CUDA the first bad step is kept on the device (no per-step sync) and
-# checked before each checkpoint, here through the CUDA-graph path. The "deferred" variant runs that accelerator
-# logic on the CPU (the graph's capture stood in).
-@pytest.mark.parametrize("device", ["cpu", "cpu-graphed-path", "cpu-deferred", pytest.param("cuda", marks=CUDA)])
+# checked before each checkpoint. The "deferred" variant runs that accelerator logic on the CPU.
+@pytest.mark.parametrize("device", ["cpu", "cpu-deferred", pytest.param("cuda", marks=CUDA)])
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     device: str, mnist_root: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     optimizer = ["--model.optimizer=torch.optim.SGD", "--model.optimizer.lr=1e20"]  # blows up within a few steps
-    if device.startswith("cpu-"):  # the CUDA-graph path on the CPU, with a stand-in for the capture
-        optimizer += ["--speed.cuda_graphs=false", "--trainer.callbacks+=graph_stand_ins.StandIns"]
-        optimizer += ["--trainer.callbacks.defer_checks=true"] * ("deferred" in device)
+    if device == "cpu-deferred":
+        optimizer += ["--trainer.callbacks+=probes.DeferLossChecks"]
     message = fails(
         capsys,
         *fit_args(mnist_root, tmp_path),

@@ -14,7 +14,7 @@ from torchvision.datasets import MNIST
 
 from lit_transfer.checkpoint import MARKER
 from lit_transfer.data import DigitsDataModule
-from lit_transfer.folder_data import FolderDataModule
+from lit_transfer.data.folders import FolderDataModule
 
 NAMES = ["bar0", "bar1", "bar2"]
 
@@ -114,7 +114,8 @@ def pretrain(mnist_root: Path, runs: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "config", [["--config=configs/folder_finetune.yaml"], ["--config=configs/finetune.yaml", "--data.dataset=folder"]]
+    "config",
+    [["--config=configs/folder_finetune.yaml"], ["--config=configs/finetune.yaml", "--data=FolderDataModule"]],
 )
 def test_transfer_from_mnist_to_a_folder(config: list[str], mnist_root: Path, tmp_path: Path, capsys, caplog) -> None:
     runs, cache = tmp_path / "runs", tmp_path / "cache"

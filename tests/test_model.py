@@ -1,4 +1,5 @@
-"""The network is the notebook's, layer for layer, and the fast CPU layers change no value and no gradient."""
+"""The network is the notebook's, layer for layer, and the order and form model.py writes its layers in change no
+value and no gradient against Keras' order."""
 
 import warnings
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_transfer.model import Backbone, Head
-from lit_transfer.speed.layers import ByteDropout, GradLayoutFlatten, to_fast_cpu_layers, to_notebook_layers
+from lit_transfer.speed.layers import ByteDropout, GradLayoutFlatten
 
 
 class Net(nn.Module):
@@ -28,7 +29,8 @@ def keras_order(net: Net) -> nn.Sequential:
 
 def test_layers_are_named_as_in_the_notebook() -> None:
     net = Net()
-    assert list(net.backbone._modules) == ["conv1", "relu1", "conv2", "relu2", "pool", "dropout", "flatten"]
+    # Keras' layers, two pairs in the other order (pool before relu2, flatten before dropout: model.py says why)
+    assert list(net.backbone._modules) == ["conv1", "relu1", "conv2", "pool", "relu2", "flatten", "dropout"]
     assert list(net.head._modules) == ["fc1", "relu", "dropout", "fc2"]
     assert [k for k in net.state_dict() if k.endswith("weight")] == [
         "backbone.conv1.weight",
@@ -42,10 +44,9 @@ def test_layers_are_named_as_in_the_notebook() -> None:
 def test_fast_layers_equal_the_notebook_order_bit_for_bit(channels_last: bool) -> None:
     torch.manual_seed(0)
     net = Net()
-    keys = list(net.state_dict())
-    to_fast_cpu_layers(net)
-    assert list(net.state_dict()) == keys  # the same checkpoint keys
     assert isinstance(net.backbone.dropout, ByteDropout) and isinstance(net.backbone.flatten, GradLayoutFlatten)
+    if channels_last:  # the weights' layout a CPU run trains in (TransferModule.setup)
+        net.backbone.to(memory_format=torch.channels_last)
     ours = net.eval()  # evaluation mode: dropout is the identity in both
     reference = keras_order(net).eval()
     # MNIST-like images, plus blank and constant ones: their pooling windows are all ties, where a reordering that
@@ -73,26 +74,19 @@ def test_features_are_the_notebook_layers_before_dropout() -> None:
     torch.manual_seed(0)
     net = Net()
     images = torch.rand(8, 1, 28, 28)
-    expected = F.max_pool2d(F.relu(net.backbone.conv2(F.relu(net.backbone.conv1(images)))), 2)
-    assert torch.equal(net.backbone.features(images), expected)
-    assert torch.equal(net.backbone.eval()(images), expected.flatten(1))
-    to_fast_cpu_layers(net)  # the fast order flattens before its dropout: the features come flattened
-    expected = F.max_pool2d(F.relu(net.backbone.conv2(F.relu(net.backbone.conv1(images)))), 2)  # channels-last
-    assert torch.equal(net.backbone.features(images), expected.flatten(1))
+    expected = F.max_pool2d(F.relu(net.backbone.conv2(F.relu(net.backbone.conv1(images)))), 2).flatten(1)
+    assert torch.equal(net.backbone.features(images), expected)  # flattened: the layout the cache stores
+    assert torch.equal(net.backbone.eval()(images), expected)
+    assert torch.equal(net.backbone.from_features(expected), expected)  # evaluation: dropout is the identity
 
 
-def test_swapping_back_gives_a_scriptable_notebook_model() -> None:
+def test_the_network_as_written_is_scriptable() -> None:
+    # export --format torchscript scripts the network as model.py writes it (torch's own dropout and flatten
+    # there, the same values in evaluation)
     torch.manual_seed(0)
     net = Net().eval()
     images = torch.rand(4, 1, 28, 28)
-    before = net(images)
-    to_fast_cpu_layers(net)
-    with pytest.raises(Exception), warnings.catch_warnings():  # noqa: B017 (the custom autograd flatten cannot be scripted)
-        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates torch.jit.script; export still offers it
-        torch.jit.script(net)
-    to_notebook_layers(net)
-    assert type(net.backbone.dropout) is nn.Dropout and type(net.head.dropout) is nn.Dropout
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates torch.jit.script; export still offers it
         scripted = torch.jit.script(net)
-    assert torch.equal(scripted(images), before)
+    assert torch.equal(scripted(images), net(images))

@@ -13,7 +13,8 @@ import lightning as L
 import pytest
 from helpers import REAL_MNIST, REPO, only_run, results, run_cli
 
-from lit_transfer import DigitsDataModule, TransferModule, speed
+from lit_transfer import DigitsDataModule, TransferModule
+from lit_transfer.callbacks import run_callbacks
 
 NOTEBOOK = REPO / "notebooks" / "transfer_learning.ipynb"
 needs_real_mnist = pytest.mark.skipif(
@@ -57,7 +58,7 @@ def notebook_stage_one(seed: int, epochs: int, train_batches: int) -> dict:
         limit_train_batches=train_batches,
         accelerator="cpu",
         devices=1,
-        callbacks=speed.callbacks(),  # as the notebook and the command line add them
+        callbacks=run_callbacks(),  # as the notebook and the command line add them
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

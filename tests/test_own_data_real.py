@@ -19,8 +19,8 @@ from test_real_mnist import real_args
 from torchvision.datasets import MNIST
 
 from lit_transfer.data import DigitsDataModule
+from lit_transfer.data.folders import FolderDataModule
 from lit_transfer.export import main as export
-from lit_transfer.folder_data import FolderDataModule
 from lit_transfer.module import TransferModule
 
 pytestmark = [

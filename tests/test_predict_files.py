@@ -11,7 +11,7 @@ import torch
 from helpers import make_digits, only_run, run_cli
 from PIL import Image, ImageOps
 
-from lit_transfer.images import load_mnist
+from lit_transfer.images.rule import load_mnist
 from lit_transfer.module import TransferModule
 
 NAMES = ["bar0", "bar1", "bar2"]

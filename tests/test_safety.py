@@ -11,7 +11,7 @@ import torch
 from helpers import common_args, run_cli
 
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, load_checkpoint
-from lit_transfer.run_dirs import claim_run_dir
+from lit_transfer.command_line.run_dirs import claim_run_dir
 
 
 class Payload:

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from helpers import REPO
 
-from lit_transfer import setup_check
+from lit_transfer.command_line import setup_check
 
 NMS_ERROR = "operator torchvision::nms does not exist"  # what import torchvision raises with another torch
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import common_args, only_run, run_cli
 
-from lit_transfer.loader import EpochSampler, TensorBatches
+from lit_transfer.data.loader import EpochSampler, TensorBatches
 
 
 @pytest.mark.parametrize("size", [10, 11, 37])

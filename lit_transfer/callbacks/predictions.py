@@ -19,8 +19,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from lit_transfer.checkpoint import class_names, loaded_marker
-from lit_transfer.console import count
+from lit_transfer.callbacks.marker import loaded_marker
+from lit_transfer.checkpoint import class_names
+from lit_transfer.errors import count
 from lit_transfer.files import atomic_write, unused_path
 
 COLUMNS = ("test_index", "digit", "predicted", "probability")
@@ -147,5 +148,5 @@ def write_rows(path: Path, columns: tuple[str, ...], rows: list[list]) -> Path:
     writer.writerow(columns)
     writer.writerows(rows)
     path = unused_path(path)
-    atomic_write(path, text.getvalue(), newline="")
+    atomic_write(path, text.getvalue())
     return path

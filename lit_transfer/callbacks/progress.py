@@ -21,7 +21,7 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 
-from lit_transfer.console import count
+from lit_transfer.errors import count
 
 WINDOW = 20  # batches in the running mean
 

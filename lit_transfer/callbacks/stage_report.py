@@ -13,8 +13,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_only
 
-from lit_transfer.checkpoint import frozen_stage, loaded_marker
-from lit_transfer.console import count
+from lit_transfer.callbacks.marker import loaded_marker
+from lit_transfer.checkpoint import frozen_stage
+from lit_transfer.errors import count
 from lit_transfer.files import atomic_write, unused_path
 from lit_transfer.model import count_params
 

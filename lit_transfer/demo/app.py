@@ -26,7 +26,7 @@ from lit_transfer.demo.pictures import feature_tiles
 from lit_transfer.demo.runs import find_checkpoints
 from lit_transfer.demo.teach_tab import TeachTab
 from lit_transfer.errors import UserError
-from lit_transfer.images import load_mnist, to_mnist
+from lit_transfer.images.rule import load_mnist, to_mnist
 
 STAGES = ("source", "target")
 CSS = """

@@ -1,7 +1,7 @@
 """The two stages' models on one image: class probabilities and the frozen layers' feature maps through each.
 
-A model is loaded as ``predict`` runs it (``TransferModule`` from a weights-only checkpoint, evaluation mode, the
-CPU's fast layers swapped in by ``to_fast_cpu_layers`` as the FastCpuLayers callback does, the probabilities of
+A model is loaded as ``predict`` runs it (``TransferModule`` with the weights ``checkpoint.load_network`` reads,
+evaluation mode, channels-last weights on the CPU as ``TransferModule.setup`` makes them, the probabilities of
 ``predict_step``), so the page shows the probabilities ``predict`` writes for the same image file.
 """
 
@@ -15,10 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lit_transfer.checkpoint import class_names, load_checkpoint, require_ours
-from lit_transfer.errors import UserError
+from lit_transfer.checkpoint import class_names, load_network
 from lit_transfer.module import TransferModule
-from lit_transfer.speed.layers import to_fast_cpu_layers
 
 SHARED_LAYERS = ("conv1", "conv2")  # the frozen feature layers whose maps the page shows
 
@@ -46,27 +44,19 @@ class Output:
 
 
 def load_model(path: str | os.PathLike) -> Model:
-    """A checkpoint of ours as a network ready for inference; anything else is a one-line ``UserError``."""
+    """A checkpoint of ours as a network ready for inference (``checkpoint.load_network``); anything else is a
+    one-line ``UserError``."""
     path = Path(path)
-    checkpoint = load_checkpoint(path)
-    meta = require_ours(checkpoint, path)
-    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
-    fc2 = weights.get("head.fc2.weight")
-    if fc2 is None or fc2.dim() != 2:
-        raise UserError(f"{path} holds no classifier head (head.fc2): pass a .ckpt file written by lit_transfer fit")
-    module = TransferModule(num_classes=fc2.shape[0])
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError:
-        raise UserError(
-            f"the weights in {path} do not fit lit_transfer's CNN (different layers or shapes): "
-            "pass a checkpoint of this model"
-        ) from None
+    backbone, head, meta = load_network(path)
+    module = TransferModule(num_classes=head.num_classes)
+    module.backbone.load_state_dict(backbone.state_dict())
+    module.head.load_state_dict(head.state_dict())
     module.eval().requires_grad_(False)
-    to_fast_cpu_layers(module)  # as the command line does on the CPU (FastCpuLayers), so predict's numbers come out
+    # The layout predict computes in on the CPU (TransferModule.setup), so the page shows predict's numbers.
+    module.backbone.to(memory_format=torch.channels_last)
     names = class_names(meta)
-    if len(names) != fc2.shape[0]:
-        names = [str(i) for i in range(fc2.shape[0])]
+    if len(names) != head.num_classes:
+        names = [str(i) for i in range(head.num_classes)]
     return Model(path, meta, names, module)
 
 

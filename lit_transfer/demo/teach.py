@@ -23,11 +23,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lit_transfer import speed
-from lit_transfer.callbacks import FreezeFeatures
-from lit_transfer.checkpoint import CheckpointMarker
-from lit_transfer.divergence import LossWatch
-from lit_transfer.loader import EpochSampler, TensorBatches
+from lit_transfer.callbacks import run_callbacks
+from lit_transfer.data.loader import EpochSampler, TensorBatches
+from lit_transfer.freeze import FreezeFeatures
 from lit_transfer.module import TransferModule
 
 STEPS = 30  # full-batch steps per fit: enough for both models on 3 classes x 10 examples (benchmarks/RESULTS.md)
@@ -110,15 +108,9 @@ def fit(
         accelerator="cpu",
         devices=1,
         max_epochs=1,  # of data.steps steps
-        # as the command line: FreezeFeatures first, then the speed pieces (the feature cache serves the frozen
-        # backbone's features); the marker that makes the checkpoint one of ours; the NaN watch
-        callbacks=[
-            *([FreezeFeatures()] if transfer else []),
-            *speed.callbacks(),
-            CheckpointMarker(),
-            LossWatch(),
-            *(callbacks or []),
-        ],
+        # as every run: FreezeFeatures first, then the feature cache (the frozen backbone's features computed
+        # once), the marker that makes the checkpoint one of ours and the NaN watch; then the page's own
+        callbacks=[*run_callbacks([FreezeFeatures()] if transfer else []), *(callbacks or [])],
         logger=False,  # no run folder, no logs: the page shows what matters
         enable_checkpointing=False,  # the page saves the one checkpoint it offers (save_checkpoint)
         enable_progress_bar=False,

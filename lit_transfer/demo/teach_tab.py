@@ -18,12 +18,11 @@ from typing import Any
 import gradio as gr
 import torch
 
-from lit_transfer.console import count
 from lit_transfer.demo import teach
 from lit_transfer.demo.drawing import decode, drawing_pad
 from lit_transfer.demo.views import MODELS, TEACH_INTRO, accuracy, counts, gallery
-from lit_transfer.errors import UserError
-from lit_transfer.images import load_mnist, to_mnist
+from lit_transfer.errors import UserError, count
+from lit_transfer.images.rule import load_mnist, to_mnist
 
 
 @dataclass

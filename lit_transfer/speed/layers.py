@@ -1,18 +1,18 @@
-"""The notebook's network with layers that compute the same values and gradients faster on the CPU.
+"""The notebook's layers in the form ``lit_transfer/model.py`` writes them: the same values and gradients, faster on
+the CPU.
 
-``to_fast_cpu_layers(module)`` swaps them in (as torchvision's ``convert_sync_batchnorm`` swaps batch norms; the
-``FastCpuLayers`` callback does it when a run is on the CPU) and
-``to_notebook_layers(module)`` swaps them back (e.g. before ``torch.jit.script`` or ONNX export, which cannot trace
-the custom autograd function below). The weights and their checkpoint keys stay the same. Measured in
-benchmarks/RESULTS.md (``python benchmarks/layers.py``); each change is checked bit for bit against the notebook's
-order in tests/test_model.py and tests/test_layers.py. Written by hand because no library has them:
+``model.py`` uses these layers and orders its layers as below on every device (on CUDA, ``ByteDropout`` is torch's
+own dropout and the flatten is a plain one). The weights and their checkpoint keys are the Keras model's. Measured
+in benchmarks/RESULTS.md; each change is checked bit for bit against the Keras order in tests/test_model.py and
+tests/test_layers.py. Written by hand because no library has them:
 
 - The backbone pools before its second ReLU: a maximum commutes with ReLU exactly (both are monotone, and pooling
   picks the same element), and ReLU then runs, forward and backward, on a quarter of the elements.
 - It flattens before its dropout (an elementwise mask commutes with a reshape): the mask is drawn over a plain
   (N, 4608) tensor whatever layout the convolutions use, and a frozen backbone's cached features are stored
   flattened, so images and cached features get the same mask without a layout conversion.
-- The backbone's weights are channels-last (NHWC): oneDNN's CPU convolutions are faster on that layout.
+- The backbone's weights are channels-last (NHWC) when a run trains on the CPU (``TransferModule.setup``):
+  oneDNN's CPU convolutions are faster on that layout.
 - ``ByteDropout``: torch draws a CPU dropout mask with one generator call per element (``bernoulli_``). Here each
   64-bit draw gives eight uniform bytes, and an element is kept when its byte is at or above ``256 * p``: for rates
   that are multiples of 1/256 (the notebook's 0.25 and 0.5) the keep probability is exactly ``1 - p``, as with
@@ -26,9 +26,6 @@ order in tests/test_model.py and tests/test_layers.py. Written by hand because n
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,6 +43,8 @@ class ByteDropout(nn.Dropout):
         self.threshold = int(threshold) if threshold == int(threshold) else None
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():  # export --format torchscript: torch's own dropout (what evaluation runs)
+            return F.dropout(x, self.p, self.training)
         # float32 only: a mask in a narrower float would round the 1/(1-p) scale before the multiply
         exact = self.threshold is not None and x.dtype == torch.float32 and _dense(x)
         if not self.training or self.p == 0 or x.device.type != "cpu" or not exact:
@@ -72,9 +71,9 @@ class GradLayoutFlatten(nn.Flatten):
     """``nn.Flatten`` whose gradient keeps a channels-last input's layout (any input, any ``start_dim``)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 4 and x.requires_grad and _channels_last(x):
+        if not torch.jit.is_scripting() and x.dim() == 4 and x.requires_grad and _channels_last(x):
             return _FlattenKeepingLayout.apply(x, self.start_dim, self.end_dim)
-        return super().forward(x)
+        return x.flatten(self.start_dim, self.end_dim)
 
 
 class _FlattenKeepingLayout(torch.autograd.Function):
@@ -90,38 +89,3 @@ class _FlattenKeepingLayout(torch.autograd.Function):
 
 def _channels_last(x: Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-FAST_ORDER = ("conv1", "relu1", "conv2", "pool", "relu2", "flatten", "dropout")
-NOTEBOOK_ORDER = ("conv1", "relu1", "conv2", "relu2", "pool", "dropout", "flatten")  # model.Backbone's
-
-
-def to_fast_cpu_layers(module: nn.Module) -> None:
-    """Swap the fast CPU layers into ``module.backbone`` and ``module.head`` (in place; same parameters)."""
-    if isinstance(module.backbone.flatten, GradLayoutFlatten):
-        return  # already swapped (setup runs once per fit, test, ...)
-    _rebuild(module, FAST_ORDER, GradLayoutFlatten, ByteDropout)
-    module.backbone.to(memory_format=torch.channels_last)
-
-
-def to_notebook_layers(module: nn.Module) -> None:
-    """Undo :func:`to_fast_cpu_layers`: the Keras order with torch's own dropout and flatten, contiguous weights."""
-    _rebuild(module, NOTEBOOK_ORDER, nn.Flatten, nn.Dropout)
-    module.backbone.to(memory_format=torch.contiguous_format)
-
-
-def _rebuild(module: nn.Module, order: tuple[str, ...], flatten: type, dropout: type) -> None:
-    backbone, head = module.backbone, module.head
-    layers = {**backbone._modules, "flatten": flatten(), "dropout": dropout(backbone.dropout.p)}
-    backbone._modules = OrderedDict((name, layers[name]) for name in order)  # nn.Sequential runs them in order
-    head.dropout = dropout(head.dropout.p)
-    backbone.train(backbone.training)  # the new layers in the mode of the old ones
-    head.train(head.training)
-
-
-class FastCpuLayers(L.Callback):
-    """Swaps the fast layers into the module when the trainer runs on the CPU (``--speed.fast_cpu_layers``)."""
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.strategy.root_device.type == "cpu":
-            to_fast_cpu_layers(pl_module)

@@ -1,4 +1,4 @@
-from lit_transfer import setup_check
+from lit_transfer.command_line import setup_check
 
 if __name__ == "__main__":
     setup_check.exit_if_broken("lit_transfer.study")  # before the runner imports torchvision

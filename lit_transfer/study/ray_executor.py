@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lit_transfer.console import count
 from lit_transfer.data import DigitsDataModule
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, count
 from lit_transfer.speed.cpu import flush_denormals
 from lit_transfer.study.execute import execute, source_checkpoint
 from lit_transfer.study.plan import Run

@@ -15,8 +15,7 @@ from typing import Any
 import lightning
 import torch
 
-from lit_transfer.console import count
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, count
 from lit_transfer.files import atomic_write
 from lit_transfer.study.stats import CONDITIONS, Stat, acc, arrow, budget_text, label, select
 
@@ -106,7 +105,7 @@ def write_csv(root: Path, rows: list[dict]) -> None:
     for r in rows:
         labels = "all" if r["labels_per_class"] is None else r["labels_per_class"]
         writer.writerow({**r, "labels_per_class": labels, "digits": " ".join(map(str, r["digits"]))})
-    atomic_write(root / "results.csv", text.getvalue(), newline="")
+    atomic_write(root / "results.csv", text.getvalue())
 
 
 def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget: int | None) -> None:

@@ -20,8 +20,7 @@ from typing import Literal
 import docstring_parser
 from jsonargparse import ActionConfigFile, ActionYesNo, ArgumentParser
 
-from lit_transfer.console import count
-from lit_transfer.errors import UserError
+from lit_transfer.errors import UserError, count
 from lit_transfer.files import atomic_write
 from lit_transfer.speed.cpu import flush_denormals
 from lit_transfer.study import sequential

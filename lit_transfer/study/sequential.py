@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from lit_transfer.console import count
+from lit_transfer.errors import count
 from lit_transfer.study.execute import RunFailed, execute, source_checkpoint
 from lit_transfer.study.plan import Run
 from lit_transfer.study.progress import duration, time_left

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lit_transfer.console import count
+from lit_transfer.errors import count
 
 CONDITIONS = ["pretrain", "transfer_frozen", "transfer_finetune", "scratch", "random_frozen", "transfer_depth"]
 

@@ -1,7 +1,7 @@
 """Image folders as a dataset: torchvision's ``ImageFolder`` layout, decoded once by the image rule, then cached.
 
 ``<data_dir>/train/<class>/<image>`` and, where present, ``<data_dir>/test/<class>/<image>``. Each image becomes
-the network's 28x28 input by ``lit_transfer/images.py``; a split is decoded once and kept as one uint8 tensor file
+the network's 28x28 input by ``lit_transfer/images/rule.py``; a split is decoded once and kept as one uint8 tensor file
 in a cache folder, keyed by the split's file list, sizes and modification times, so the next run starts training
 without decoding and a changed folder is decoded again. The decoded images then take the same on-device batch path
 as the IDX datasets (``loader.py``). torchvision's ``make_dataset`` lists the files; its ``ImageFolder`` itself is
@@ -23,9 +23,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchvision.datasets.folder import make_dataset
 
-from lit_transfer.console import count
-from lit_transfer.errors import UserError
-from lit_transfer.images import SIZE, load_mnist
+from lit_transfer.errors import UserError, count
+from lit_transfer.files import atomic_write
+from lit_transfer.images.rule import SIZE, load_mnist
 
 # What Pillow decodes (torchvision's IMG_EXTENSIONS lacks GIF)
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -101,16 +101,12 @@ def cached_decode(files: Sequence[str], root: Path, cache_dir: Path) -> Tensor:
         more = f" (and {count(len(failed) - 1, 'more unreadable file')})" if len(failed) > 1 else ""
         raise UserError(failed[min(failed)] + more)
     seconds = time.perf_counter() - start
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "images": images}, tmp)
-        os.replace(tmp, path)  # atomic: a crash leaves no half-written cache
+        atomic_write(path, lambda f: torch.save({"key": key, "images": images}, f))  # no half-written cache
     except OSError as err:
         why = f"cannot write the image cache {path} ({err.strerror})"
         raise UserError(f"{why}: pass a writable --data.cache_dir") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     rank_zero_info(f"lit_transfer: decoded {count(len(files), 'image')} of {root} in {seconds:.1f} s, cached in {path}")
     return images
 

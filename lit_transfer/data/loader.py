@@ -58,7 +58,7 @@ class TensorBatches:
     """Yields ``(inputs[idx], targets[idx])`` for each index batch of ``sampler``; resumable mid-epoch.
 
     ``inputs`` are the images, or per image anything else in the same order: the frozen backbone's cached features
-    (``serve_features``, ``lit_transfer/speed/feature_cache.py``) until ``serve_images`` puts the images back.
+    (``serve_features``, ``lit_transfer/callbacks/feature_cache.py``) until ``serve_images`` puts the images back.
     """
 
     def __init__(self, images: Tensor, targets: Tensor, sampler: EpochSampler) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_transfer.data import ImagesDataModule
+from lit_transfer.data.base import ImagesDataModule
 from lit_transfer.errors import UserError
-from lit_transfer.folder import ImageFolderData
+from lit_transfer.images.folders import ImageFolderData
 
 
 class FolderDataModule(ImagesDataModule):

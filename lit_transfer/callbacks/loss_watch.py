@@ -21,8 +21,7 @@ class LossWatch(L.Callback):
     metric from outside the module, but every step). On the CPU a check is free and happens at once; where reading
     the loss would wait for the device (``defer``), the first bad step is recorded on the device instead and read
     before each checkpoint and at each epoch end, so a checkpoint written after the loss went bad never replaces the
-    last good one. The record is updated in place, with the step as a device scalar, so that a CUDA graph can hold
-    it too."""
+    last good one. The record is updated in place, with the step as a device scalar."""
 
     def __init__(self, defer: Callable[[Tensor], bool] = on_accelerator) -> None:
         """

@@ -12,7 +12,7 @@ import inspect
 import re
 
 from lit_transfer.data import DigitsDataModule
-from lit_transfer.folder_data import FolderDataModule
+from lit_transfer.data.folders import FolderDataModule
 
 LIST_EXAMPLES = {"digits": "'[5,6,7]'", "classes": "'[cats,dogs]'", "callbacks": "'[...]'"}
 

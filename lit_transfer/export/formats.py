@@ -22,10 +22,9 @@ import torch
 from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
-from lit_transfer.checkpoint import class_names, load_checkpoint, require_ours
+from lit_transfer.checkpoint import class_names, load_network
 from lit_transfer.errors import UserError
 from lit_transfer.model import Backbone, Head
-from lit_transfer.speed.layers import GradLayoutFlatten, to_notebook_layers
 
 INPUT = (
     "images: float32 (N, 1, 28, 28), each pixel / 255, a light digit on a dark background (MNIST's convention; "
@@ -73,30 +72,15 @@ class Probabilities(nn.Module):
 
 
 def probabilities_model(module: nn.Module) -> Probabilities:
-    """A copy of ``module``'s backbone and head (a ``TransferModule`` or anything with both), with the notebook's
-    layers: the fast CPU layers' custom autograd function cannot be exported or scripted."""
+    """A copy of ``module``'s backbone and head (a ``TransferModule`` or anything with both), in evaluation mode."""
     model = Probabilities(copy.deepcopy(module.backbone), copy.deepcopy(module.head))
-    if isinstance(model.backbone.flatten, GradLayoutFlatten):
-        to_notebook_layers(model)
-    return model.eval()
+    return model.eval().requires_grad_(False)
 
 
 def from_checkpoint(path: str | os.PathLike) -> tuple[Probabilities, dict]:
-    """The checkpoint's network (loaded weights-only) and its marker."""
-    checkpoint = load_checkpoint(path)
-    meta = require_ours(checkpoint, path)
-    weights = checkpoint["state_dict"]
-    if "head.fc2.weight" not in weights:
-        raise UserError(f"{path} holds no head (head.fc2.weight): export a checkpoint of a lit_transfer training run")
-    net = nn.Module()
-    net.backbone, net.head = Backbone(), Head(weights["head.fc2.weight"].shape[0])
-    try:
-        net.load_state_dict({k: v for k, v in weights.items() if k.startswith(("backbone.", "head."))})
-    except RuntimeError:
-        raise UserError(
-            f"the weights in {path} do not fit lit_transfer's network: export one of its checkpoints"
-        ) from None
-    return probabilities_model(net), meta
+    """The checkpoint's network (``checkpoint.load_network``) and its marker."""
+    backbone, head, meta = load_network(path)
+    return Probabilities(backbone, head).eval(), meta
 
 
 Format = Literal["pt2", "onnx", "safetensors", "torchscript"]
@@ -208,12 +192,21 @@ def architecture(model: Probabilities) -> dict[str, Any]:
     the weights are named ``<part>.<layer>.<weight or bias>``; a softmax over dim 1 follows."""
     return {
         "parts": {
-            part: [[name, repr(layer)] for name, layer in getattr(model, part).named_children()]
+            part: [[name, repr(torch_nn(layer))] for name, layer in getattr(model, part).named_children()]
             for part in ("backbone", "head")
         },
         "output": "softmax over dim 1 of head(backbone(images))",
         "lit_transfer": f"lit_transfer.export.Probabilities(Backbone(), Head({model.head.num_classes}))",
     }
+
+
+def torch_nn(layer: nn.Module) -> nn.Module:
+    """The ``torch.nn`` layer that ``layer`` computes in evaluation mode: the fast CPU dropout and flatten of
+    ``lit_transfer/speed/layers.py`` are subclasses of torch's own, described as those."""
+    for base in (nn.Dropout, nn.Flatten):
+        if isinstance(layer, base) and type(layer) is not base:
+            return base(layer.p) if base is nn.Dropout else base(layer.start_dim, layer.end_dim)
+    return layer
 
 
 def load_safetensors(path: str | os.PathLike) -> tuple[Probabilities, dict[str, Any]]:

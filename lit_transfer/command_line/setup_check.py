@@ -16,7 +16,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from lit_transfer.console import count
+from lit_transfer.errors import count
 
 COMPATIBILITY = "https://github.com/pytorch/vision#installation"  # torchvision's table of matching releases
 INDEX = "https://download.pytorch.org/whl/"  # PyTorch's own wheels, one index per build (cpu, cu130, ...)

@@ -16,10 +16,9 @@ import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_info
 
-from lit_transfer.checkpoint import class_names, load_checkpoint, require_ours
-from lit_transfer.console import count
-from lit_transfer.errors import UserError
-from lit_transfer.predict_files import find_images
+from lit_transfer.checkpoint import class_names, load_checkpoint, load_network, require_ours
+from lit_transfer.errors import UserError, count
+from lit_transfer.images.files import find_images
 
 
 def refuse_shorthand(ckpt_path: str | None) -> None:
@@ -108,22 +107,13 @@ def prepare(subcommand: str, ckpt_path: str | None, model: L.LightningModule, da
     classes name the outputs), checked against the checkpoint's weights; missing data fails here, before the
     trainer starts its loggers in the run folder."""
     if ckpt_path not in (None, "hpc", "registry"):
-        state = load_checkpoint(ckpt_path)
-        meta = require_ours(state, ckpt_path)
-        width = state["state_dict"]["head.fc2.weight"].shape[0] if "head.fc2.weight" in state["state_dict"] else 0
-        names = class_names(meta)
+        _, head, meta = load_network(ckpt_path)  # another architecture stops here, in one line
+        width, names = head.num_classes, class_names(meta)
         if data.num_classes != width and subcommand == "predict" and data.predict_path is not None:
             settings = {k: v for k, v in model.hparams.items() if not k.startswith("_")}  # not LightningCLI's own
             model = type(model)(**{**settings, "num_classes": width})  # predict on files: the checkpoint's own
-        if model.hparams.num_classes != width and width:
+        if model.hparams.num_classes != width:
             raise mismatch(ckpt_path, names or [str(i) for i in range(width)], data.class_names, "the data")
-        expected = {k: v.shape for k, v in model.state_dict().items()}
-        found = {k: v.shape for k, v in state["state_dict"].items()}
-        if found != expected:
-            raise UserError(
-                f"{ckpt_path} does not fit this model (different layers or shapes): pass a checkpoint written by "
-                "lit_transfer's TransferModule"
-            )
     if subcommand == "predict" and data.predict_path is not None:
         find_images(data.predict_path)
     else:

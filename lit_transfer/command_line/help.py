@@ -14,8 +14,8 @@ import inspect
 import lightning as L
 from jsonargparse import ArgumentParser
 
-from lit_transfer import options, speed
 from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
+from lit_transfer.command_line import options
 from lit_transfer.data import DigitsDataModule
 from lit_transfer.module import TransferModule
 
@@ -71,7 +71,7 @@ def short(subcommand: str) -> str:
     parser.add_class_arguments(DigitsDataModule, "data")
     parser.add_class_arguments(TransferModule, "model", skip={"num_classes"})
     if subcommand == "fit":
-        parser.add_function_arguments(speed.callbacks, "speed")
+        options.add_speed_arguments(parser)
         keep = {"every_n_train_steps", "monitor", "dirpath"}
         skip = set(inspect.signature(LastCheckpoint).parameters) - keep
         parser.add_class_arguments(LastCheckpoint, "last_checkpoint", skip=skip)

@@ -6,8 +6,8 @@ place of the images. Dropout and flatten still run on the fly, so training is th
 (``tests/test_speed_paths.py``) and costs a fraction of a full step (benchmarks/RESULTS.md). Once the backbone
 is unfrozen (gradual unfreezing) the loaders serve images again. ``--speed.feature_cache false`` turns it off.
 
-The module itself knows nothing of this: while fitting, the callback gives it a ``forward`` that runs the head on
-cached features (floats) and the whole network on images (uint8), and takes it away again at the end.
+What changes is only what the loop is given: batches of features (floats) instead of images (uint8), for which
+``TransferModule.logits`` runs the rest of the network. The module's layers and ``forward`` stay as they are.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
-from lit_transfer.console import count
-from lit_transfer.loader import TensorBatches
+from lit_transfer.data.loader import TensorBatches
+from lit_transfer.errors import count
 from lit_transfer.model import to_input
 
 # Images per backbone pass while caching: small enough for the activations to stay near the cores (256 was 2x
@@ -27,16 +27,8 @@ CHUNK = 64
 
 
 class FeatureCache(L.Callback):
-    """Added by the command line (``lit_transfer.speed.callbacks``); put it after ``FreezeFeatures``."""
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            # An instance attribute shadows the class's forward for this module only (undone in teardown).
-            pl_module.forward = _ForwardOrFromFeatures(pl_module)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if isinstance(pl_module.__dict__.get("forward"), _ForwardOrFromFeatures):
-            del pl_module.forward
+    """Serves a frozen backbone's features in place of the images (``lit_transfer.callbacks.run_callbacks`` adds it
+    after the run's own callbacks: it must see what ``FreezeFeatures`` froze or unfroze at the same epoch start)."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After FreezeFeatures' hook (the trainer's callbacks run before the module's), so an unfreezing is seen.
@@ -78,16 +70,3 @@ def features(pl_module: L.LightningModule, images: Tensor) -> Tensor:
                 cache = torch.empty((len(images), *chunk.shape[1:]), device=chunk.device)  # float32 under autocast too
             cache[start : start + len(chunk)] = chunk
     return cache
-
-
-class _ForwardOrFromFeatures:
-    """The module's own forward for images (uint8), and for cached features (floats) the rest of the network."""
-
-    def __init__(self, module: L.LightningModule) -> None:
-        self.module = module
-
-    def __call__(self, inputs: Tensor) -> Tensor:
-        module = self.module
-        if inputs.dtype == torch.uint8:
-            return type(module).forward(module, inputs)
-        return module.head(module.backbone.from_features(inputs))

@@ -1,17 +1,14 @@
-"""The command line's options beyond LightningCLI's own: ``--freeze.*`` merged into ``--trainer.callbacks``, the
-top-level ``--optimizer`` refused, and the image-folder form of lit_transfer 0.1 (``--data.dataset folder``)."""
+"""The command line's options beyond LightningCLI's own: ``--freeze.*`` merged into ``--trainer.callbacks``,
+``--speed.feature_cache``, and the top-level ``--optimizer`` refused."""
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
 from typing import Any
 
-import yaml
 from jsonargparse import ArgumentParser, Namespace
 
-from lit_transfer.callbacks import FreezeFeatures
 from lit_transfer.errors import UserError
+from lit_transfer.freeze import FreezeFeatures
 
 FREEZE_HELP = {
     "depth": "FreezeFeatures: weight layers to freeze, from the input (1-3; 2 is the backbone).",
@@ -39,6 +36,17 @@ def add_freeze_arguments(parser: ArgumentParser | Any) -> None:
         parser.add_argument(f"--freeze.{name}", type=FREEZE_TYPES[name], default=None, help=doc + note)
 
 
+def add_speed_arguments(parser: ArgumentParser | Any) -> None:
+    """``--speed.feature_cache``: the one speed path with a switch (``lit_transfer/callbacks/feature_cache.py``)."""
+    parser.add_argument(
+        "--speed.feature_cache",
+        type=bool,
+        default=True,
+        help="While the backbone is frozen, compute its features once per split and train the head on them "
+        "(dropout still applied on the fly); same result, less work. false: every batch through the backbone.",
+    )
+
+
 def merge_freeze_options(config: Namespace) -> None:
     """``--freeze.*`` set on the FreezeFeatures in ``--trainer.callbacks``, or on one added for them."""
     values = {name: config.freeze[name] for name in FREEZE_HELP if config.freeze[name] is not None}
@@ -53,29 +61,3 @@ def merge_freeze_options(config: Namespace) -> None:
     for name, value in values.items():
         ours[0].init_args[name] = value
     config.trainer.callbacks = callbacks
-
-
-def legacy_folder_args(args: list[str]) -> list[str]:
-    """Before image folders had their own DataModule (lit_transfer 0.1), ``--data.dataset folder`` chose them: still
-    understood on the command line; a config file written that way gets a one-line error with the new form."""
-    configs = [v for k, v in itertools.pairwise(args) if k == "--config"]
-    configs += [a.removeprefix("--config=") for a in args if a.startswith("--config=")]
-    for path in configs:
-        data = (yaml.safe_load(Path(path).read_text()) or {}).get("data") if Path(path).is_file() else None
-        if isinstance(data, dict) and data.get("dataset") == "folder" and "class_path" not in data:
-            raise UserError(
-                f"{path} chooses image folders with 'dataset: folder' under 'data:', the form of lit_transfer 0.1: "
-                "write 'class_path: lit_transfer.FolderDataModule' there and the other data settings under "
-                "'init_args:' (as configs/folder_finetune.yaml does)"
-            )
-    out, i = [], 0
-    while i < len(args):
-        if args[i] in ("--data.dataset=folder", "--data.dataset") and (
-            args[i] == "--data.dataset=folder" or (i + 1 < len(args) and args[i + 1] == "folder")
-        ):
-            out.append("--data=lit_transfer.FolderDataModule")
-            i += 1 if "=" in args[i] else 2
-            continue
-        out.append(args[i])
-        i += 1
-    return out

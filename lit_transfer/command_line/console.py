@@ -31,9 +31,3 @@ def quiet() -> None:
     # test/validate/predict of a checkpoint whose run had other callbacks (FreezeFeatures): an evaluation restores
     # no callback state, so Lightning's advice to add them would change nothing.
     warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to create")
-
-
-def count(n: int | float, noun: str, plural: str | None = None) -> str:
-    """``n`` and the noun in the number it takes: ``count(1, "epoch")`` is "1 epoch", ``count(3, "batch", "batches")``
-    "3 batches"."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"

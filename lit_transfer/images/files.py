@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import Tensor
 
 from lit_transfer.errors import UserError
-from lit_transfer.folder import EXTENSIONS, decode_files, is_image
+from lit_transfer.images.folders import EXTENSIONS, decode_files, is_image
 
 
 def find_images(pattern: str) -> list[str]:
