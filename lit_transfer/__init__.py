@@ -6,7 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # The package's names, imported on first use (PEP 562) rather than with the package: ``python -m lit_transfer`` checks
-# the install (setup_check.py) before anything imports torchvision, whose mismatch with torch would otherwise end in
+# the install (command_line/setup_check.py) before anything imports torchvision, whose mismatch with torch would otherwise end in
 # a long traceback at the first import.
 _EXPORTS = {
     "Backbone": "lit_transfer.model",

@@ -22,7 +22,7 @@ from lit_transfer.errors import count
 from lit_transfer.model import to_input
 
 # Images per backbone pass while caching: small enough for the activations to stay near the cores (256 was 2x
-# faster than 2,048 on an AMD EPYC; 64 was 5-13% faster than 256 on a Xeon: benchmarks/feature_pass.py); same values.
+# faster than 2,048 on an AMD EPYC; 64 was 5-13% faster than 256 on a Xeon: benchmarks/RESULTS.md); same values.
 CHUNK = 64
 
 

@@ -4,7 +4,7 @@
 the network's 28x28 input by ``lit_transfer/images/rule.py``; a split is decoded once and kept as one uint8 tensor file
 in a cache folder, keyed by the split's file list, sizes and modification times, so the next run starts training
 without decoding and a changed folder is decoded again. The decoded images then take the same on-device batch path
-as the IDX datasets (``loader.py``). torchvision's ``make_dataset`` lists the files; its ``ImageFolder`` itself is
+as the IDX datasets (``lit_transfer/data/loader.py``). torchvision's ``make_dataset`` lists the files; its ``ImageFolder`` itself is
 not used because it decodes an image each time it is indexed, every epoch, where these images are decoded once.
 """
 
@@ -29,7 +29,7 @@ from lit_transfer.images.rule import SIZE, load_mnist
 
 # What Pillow decodes (torchvision's IMG_EXTENSIONS lacks GIF)
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-RULE = 1  # version of the image rule in images.py: raise it when the rule changes, so every cache is decoded again
+RULE = 1  # version of the image rule in rule.py: raise it when the rule changes, so every cache is decoded again
 
 
 def default_cache_dir() -> Path:
