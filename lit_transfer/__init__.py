@@ -6,8 +6,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 # The package's names, imported on first use (PEP 562) rather than with the package: ``python -m lit_transfer`` checks
-# the install (command_line/setup_check.py) before anything imports torchvision, whose mismatch with torch would otherwise end in
-# a long traceback at the first import.
+# the install (command_line/setup_check.py) before anything imports torchvision, whose mismatch with torch would
+# otherwise end in a long traceback at the first import.
 _EXPORTS = {
     "Backbone": "lit_transfer.model",
     "CheckpointMarker": "lit_transfer.callbacks",

@@ -2,7 +2,8 @@
 
 The tools are their own small programs with their own options (``python -m lit_transfer <tool> --help``): LightningCLI
 subcommands are Trainer methods, and exporting a checkpoint or serving a page trains nothing. ``--version`` prints
-the versions and devices; every command first checks that torchvision works with this torch (command_line/setup_check.py).
+the versions and devices; every command first checks that torchvision works with this torch
+(``command_line/setup_check.py``).
 """
 
 import importlib

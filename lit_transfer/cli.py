@@ -25,10 +25,11 @@ from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
 from lit_transfer.callbacks.progress import ProgressBar as RunningLossBar
 from lit_transfer.checkpoint import AtomicCheckpointIO, frozen_stage, same_stage
 from lit_transfer.command_line import console, evaluation, help, options, parse_errors, run_dirs
+from lit_transfer.command_line.precision import bf16_note
 from lit_transfer.data import ImagesDataModule
 from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule
-from lit_transfer.speed.cpu import bf16_note, flush_denormals, tune_cpu
+from lit_transfer.speed.cpu import flush_denormals, tune_cpu
 
 DESCRIPTION = (
     "lit_transfer: pretrain a small CNN on some MNIST digits, freeze its convolutional features, retrain the head "
@@ -160,7 +161,7 @@ class TransferCLI(LightningCLI):
                 "--model.init_from): they keep their random initialisation and the head trains on random features"
             )
         run_dirs.refuse_overwrite(self.trainer, ckpt_path)
-        if note := bf16_note(self.trainer):
+        if self.trainer.is_global_zero and (note := bf16_note(self.trainer)):  # one probe, not one per process
             rank_zero_info(f"lit_transfer: note: {note}")
 
     def after_fit(self) -> None:

@@ -17,7 +17,6 @@ from helpers import REPO, common_args, only_run, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_transfer.callbacks.interrupt import Interrupt
-from lit_transfer.speed.cpu import bf16_note
 
 
 def fit(mnist_root: Path, runs: Path, name: str, config: str = "pretrain", *extra: str) -> Path:
@@ -221,24 +220,6 @@ def test_console_of_a_stage_has_no_noise_and_ends_with_its_report(mnist_root: Pa
     assert "LeafSpec" not in out and "dirpath has changed" not in out and "args parameter" not in out
     assert "epoch 1/1: " in out and " loss " in out  # stdout is a file here: one line per epoch, with its loss
     assert done.stdout.rstrip().splitlines()[-1].startswith("next: python -m lit_transfer fit")  # the report is last
-
-
-def test_bf16_on_the_cpu_is_announced() -> None:
-    class Trainer:
-        precision = "bf16-mixed"
-
-        class strategy:
-            root_device = torch.device("cpu")
-
-    # Decided by the flags: bf16 is never called slower where AMX multiplies it, always where there is none.
-    amx = bf16_note(Trainer, cpuinfo="flags : avx2 avx512_bf16 amx_bf16 amx_tile")
-    assert "AMX" in amx and "faster than 32-bit" in amx and "slower" not in amx
-    no_amx = bf16_note(Trainer, cpuinfo="flags : avx2 avx512_bf16")
-    assert "no AMX" in no_amx and "not expected to train this CNN faster" in no_amx and "emulated" not in no_amx
-    assert "emulated" in bf16_note(Trainer, cpuinfo="flags : avx2 fma")
-    Trainer.precision = "32-true"  # a 32-bit run hears of bf16 only where AMX would make it pay
-    assert "--trainer.precision bf16-mixed" in bf16_note(Trainer, cpuinfo="flags : avx2 amx_bf16 amx_tile")
-    assert bf16_note(Trainer, cpuinfo="flags : avx2 avx512_bf16") is None
 
 
 @pytest.mark.parametrize("hook", ["_parse_ckpt_path", "_instantiate_trainer"])

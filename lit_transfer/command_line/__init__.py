@@ -6,6 +6,7 @@
 - ``evaluation.py``: ``test``/``validate``/``predict`` on the checkpoint's own classes.
 - ``run_dirs.py``: one run folder per command, every logger in it, no checkpoint overwritten.
 - ``setup_check.py``: ``--version``, and the torch/torchvision check run before every command.
+- ``precision.py``: the note on bf16-mixed at the start of a CPU run, from a timed probe cached per machine.
 - ``console.py``: the library messages that are noise for this program, silenced.
 
 A new command-line error is a ``UserError`` raised where the bad value is first seen (a DataModule's or the

@@ -1,7 +1,8 @@
 """The image-folder DataModule: your own images, ``<data_dir>/train/<class>/<image>`` (and optionally ``test/``).
 
-Each image becomes the network's 28x28 input by the rule in docs/own-data.md (``lit_transfer/images/rule.py``); ``lit_transfer/images/folders.py`` lists,
-decodes and caches the folders. Chosen on the command line with ``--data FolderDataModule`` (configs/folder_*.yaml).
+Each image becomes the network's 28x28 input by the rule in docs/own-data.md (``lit_transfer/images/rule.py``);
+``lit_transfer/images/folders.py`` lists, decodes and caches the folders. Chosen on the command line with ``--data
+FolderDataModule`` (configs/folder_*.yaml).
 """
 
 from __future__ import annotations

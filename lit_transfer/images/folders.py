@@ -1,11 +1,11 @@
 """Image folders as a dataset: torchvision's ``ImageFolder`` layout, decoded once by the image rule, then cached.
 
-``<data_dir>/train/<class>/<image>`` and, where present, ``<data_dir>/test/<class>/<image>``. Each image becomes
-the network's 28x28 input by ``lit_transfer/images/rule.py``; a split is decoded once and kept as one uint8 tensor file
-in a cache folder, keyed by the split's file list, sizes and modification times, so the next run starts training
-without decoding and a changed folder is decoded again. The decoded images then take the same on-device batch path
-as the IDX datasets (``lit_transfer/data/loader.py``). torchvision's ``make_dataset`` lists the files; its ``ImageFolder`` itself is
-not used because it decodes an image each time it is indexed, every epoch, where these images are decoded once.
+``<data_dir>/train/<class>/<image>`` and, where present, ``<data_dir>/test/<class>/<image>``. Each image becomes the
+network's 28x28 input by ``lit_transfer/images/rule.py``; a split is decoded once and kept as one uint8 tensor file in a
+cache folder, keyed by the split's file list, sizes and modification times, so the next run starts training without
+decoding and a changed folder is decoded again. The decoded images then take the same on-device batch path as the IDX
+datasets (``lit_transfer/data/loader.py``). torchvision's ``make_dataset`` lists the files; its ``ImageFolder`` itself
+is not used because it decodes an image each time it is indexed, every epoch, where these images are decoded once.
 """
 
 from __future__ import annotations

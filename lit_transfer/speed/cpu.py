@@ -1,5 +1,6 @@
 """Process-wide CPU settings that make this small CNN train 1.6x faster on a CPU (measured: benchmarks/RESULTS.md),
-and the precision that suits this CPU, decided by its flags.
+and the CPU's flags (for benchmarks/floor.py). Whether bf16 pays on this CPU is measured, not read from its flags:
+``lit_transfer/command_line/precision.py``.
 
 Written by hand: they are one-line calls, but each needs its reason next to it, and no library bundles them.
 """
@@ -76,51 +77,3 @@ def native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); True where the flags cannot be read."""
     flags = cpu_flags(cpuinfo)
     return flags is None or bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
-def amx_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether this CPU multiplies bf16 matrices with AMX (Intel Sapphire Rapids and later, where a hypervisor
-    passes it through): ``amx_bf16`` and ``amx_tile`` in /proc/cpuinfo."""
-    flags = cpu_flags(cpuinfo)
-    return flags is not None and {"amx_bf16", "amx_tile"} <= flags
-
-
-def default_precision(cpuinfo: str | None = None) -> str:
-    """The precision to train this CNN in on this CPU, by a feature test: ``"bf16-mixed"`` with AMX, else
-    ``"32-true"``.
-
-    Measured (benchmarks/RESULTS.md, issue 25): with AMX (a 2-core Xeon), bf16-mixed trained stage one 1.66x faster
-    than 32-bit. Without AMX it was slower on both CPUs measured, which have AVX512-BF16: an AMD EPYC (3.3x
-    slower) and a Xeon whose hypervisor hides AMX (a step 1.16x the CPU time, oneDNN's bf16 GEMM at 0.65x the
-    float32 rate). A feature test, not a timed probe: the choice must not depend on the machine's load, or two
-    runs of one command on one machine could train differently. The user's ``--trainer.precision`` wins.
-    """
-    return "bf16-mixed" if amx_bf16(cpuinfo) else "32-true"
-
-
-def bf16_note(trainer, cpuinfo: str | None = None) -> str | None:
-    """A word at the start of a CPU run in bf16, or in 32-bit where the CPU has AMX. Decided by the CPU's flags, not
-    by one machine's figure, and true wherever it prints: it names the feature this CPU has or lacks and what was
-    measured on CPUs like it."""
-    if trainer.strategy.root_device.type != "cpu":
-        return None
-    if "bf16" not in str(trainer.precision):
-        if str(trainer.precision) == "32-true" and amx_bf16(cpuinfo):  # the default, where bf16 would pay
-            return (
-                "this CPU multiplies bf16 matrices with AMX (amx_bf16): on the AMX machine measured, "
-                "--trainer.precision bf16-mixed trained this CNN faster than 32-bit (benchmarks/RESULTS.md)"
-            )
-        return None
-    if amx_bf16(cpuinfo):
-        return (
-            "this CPU multiplies bf16 matrices with AMX (amx_bf16): on the AMX machine measured, bf16-mixed trained "
-            "this CNN faster than 32-bit (benchmarks/RESULTS.md); --trainer.precision 32-true for 32-bit results"
-        )
-    if native_bf16(cpuinfo):
-        why = "has avx512_bf16 but no AMX (amx_bf16, amx_tile)"
-    else:
-        why = "has no native bf16 (no avx512_bf16 or amx_bf16: every bf16 operation is emulated)"
-    return (
-        f"this CPU {why}: bf16-mixed is not expected to train this CNN faster than 32-bit here; on the CPUs "
-        "without AMX measured it was slower (benchmarks/RESULTS.md)"
-    )
