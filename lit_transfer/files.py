@@ -7,6 +7,7 @@ checkpoints and the image cache.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -28,9 +29,10 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Binar
     ``lambda f: torch.save(obj, f)``) to a temporary file beside ``path``, flush it to the disk, then rename it over
     ``path``: a crash leaves the old file or the new one, never half of one. The folder must exist."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # per process: two writers never share one
+    # One temporary file per call ("x": created, never shared): two threads of a process may write one path at once.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:
             if callable(content):
                 content(f)
             else:

@@ -332,6 +332,20 @@ MUTATIONS = [
         "source_result = source_model.no_such_summary  #",
         ["tests/test_notebook.py -k top_to_bottom"],
     ),
+    Mutation(
+        "the page hands Gradio its pictures to write (rewritten while being served)",
+        "lit_transfer/demo/pictures.py",
+        "            atomic_write(path, data)\n        return str(path)",
+        "            atomic_write(path, data)\n        return picture",
+        ["tests/test_demo.py -k concurrent"],
+    ),
+    Mutation(
+        "one temporary file per process for atomic writes (threads share it)",
+        "lit_transfer/files.py",
+        '    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")',
+        '    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")',
+        ["tests/test_files.py -k threads"],
+    ),
 ]
 
 

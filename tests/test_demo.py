@@ -20,6 +20,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy
 import process_guard
 import pytest
 import torch
@@ -269,9 +270,10 @@ def test_a_checkpoint_that_is_not_ours_is_a_one_line_error(tmp_path):
 
 
 # --- teaching new symbols ------------------------------------------------------------------------------------
-def client(server):
+def client(server, downloads: Path | None = None):
+    """An API client of the page; with ``downloads``, it fetches every file an answer names into that folder."""
     gradio_client = pytest.importorskip("gradio_client")
-    return gradio_client.Client(server["url"], verbose=False, download_files=False)
+    return gradio_client.Client(server["url"], verbose=False, download_files=str(downloads) if downloads else False)
 
 
 def add_symbols(session, names: dict[str, int], seed: int) -> None:
@@ -285,8 +287,8 @@ def add_symbols(session, names: dict[str, int], seed: int) -> None:
 
 def taught(outputs: tuple) -> dict:
     """The teach endpoint's last answer by what it is (its outputs in the order the page lists them)."""
-    _gallery, message, download, accuracy, *_tried = outputs  # (gr.State is not an API output)
-    return {"message": message, "download": download, "accuracy": accuracy}
+    gallery, message, download, accuracy, *_tried = outputs  # (gr.State is not an API output)
+    return {"gallery": gallery, "message": message, "download": download, "accuracy": accuracy}
 
 
 def test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_command_line(server, trained, tmp_path):
@@ -346,6 +348,73 @@ def test_teach_and_predict_through_the_api_and_the_checkpoint_works_on_the_comma
         assert any("Prediction: **plus**" in str(value) for value in answer), answer
 
 
+def predictions_of_predict(trained: dict[str, Path], folder: Path, out: Path) -> dict[str, tuple[str, float]]:
+    """``python -m lit_transfer predict`` with stage two on every image of ``folder``: file name -> (class, p)."""
+    args = [*common_args(trained["data"], out, "target"), f"--data.predict_path={folder}"]
+    run_cli("predict", "--config", REPO / "configs/finetune.yaml", "--ckpt_path", trained["target"], *args)
+    with open(only_run(out / "target" / "predict") / "predictions.csv", newline="") as f:
+        return {Path(row["file"]).name: (row["predicted"], float(row["probability"])) for row in csv.DictReader(f)}
+
+
+CLIENTS, CALLS, DIGITS = 8, 10, 20  # issue 37's load: one answer in 80 came back cut off
+
+
+def test_concurrent_clients_get_every_answer_whole_and_as_predict_gives_it(server, trained, tmp_path):
+    # 8 clients in parallel threads, each asking /predict_file 10 times about 20 digits (56x56 PNGs), all about the
+    # same image at the same moment: the page computes the same pictures again while the last ones are downloaded.
+    gradio_client = pytest.importorskip("gradio_client")
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    images, _ = make_digits(2, seed=11)
+    files = []
+    for i, image in enumerate(images[:DIGITS]):
+        files.append(folder / f"digit{i:02d}.png")
+        Image.fromarray(image.numpy(), mode="L").resize((56, 56), Image.NEAREST).save(files[-1])
+    expected = predictions_of_predict(trained, folder, tmp_path / "predict")
+    logged = len(server["log"])
+    answers: list[tuple[Path, tuple]] = []
+    failures: list[str] = []
+    start = threading.Barrier(CLIENTS)
+
+    def ask(n: int) -> None:
+        try:
+            session = gradio_client.Client(server["url"], verbose=False, download_files=str(tmp_path / f"c{n}"))
+            start.wait(timeout=120)
+            for call in range(CALLS):
+                image = files[(call * 2 + n // 4) % DIGITS]  # every call's image asked by 4 clients at once
+                outputs = session.predict(gradio_client.handle_file(str(image)), api_name="/predict_file")
+                answers.append((image, outputs))
+        except Exception as err:  # every failure is the finding: reported below, not raised here
+            failures.append(f"client {n}: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a client did not finish within 300 s"
+    assert not failures, failures
+    assert len(answers) == CLIENTS * CALLS
+    for image, outputs in answers:
+        shown, _message, _note, _source, target, _top_source, top_target, *maps, _file = outputs
+        target = target.get("value", target)  # a gr.Label update: its title and its value
+        # every picture arrived whole: the input the networks read, and the four feature-map pictures
+        for path in (shown, *maps):
+            with Image.open(path) as picture:
+                picture.load()  # raises on a truncated file
+        with Image.open(shown) as picture:
+            assert torch.equal(torch.from_numpy(numpy.array(picture.convert("L"))), load_mnist(image))
+        name, p = expected[image.name]
+        assert target["label"] == name and f"**{name}**" in top_target, (image.name, target, name)
+        top = max(c["confidence"] for c in target["confidences"])
+        assert abs(top - p) <= 0.0005 + 1e-6, (image.name, top, p)
+    assert server["process"].poll() is None, "the demo server stopped"
+    assert "Traceback" not in "".join(server["log"][logged:])
+    # and it keeps answering: one more call after the load
+    again = client(server).predict(gradio_client.handle_file(str(files[0])), api_name="/predict_file")
+    assert f"**{expected[files[0].name][0]}**" in again[6]
+
+
 def answer_for(session, drawing) -> str:
     """The transferred model's answer line for a drawing."""
     return session.predict(data_url(drawing), api_name="/predict_taught")[2]
@@ -373,8 +442,12 @@ def test_bad_teaching_input_gets_one_message_each(server):
     assert messages[0].startswith("Taught **plus, minus**") and "Already teaching" in messages[1], messages
 
 
-def test_two_sessions_teaching_at_once_keep_their_own_models(server, tmp_path):
-    sessions = {"plus, minus": client(server), "times, minus, plus": client(server)}
+def test_two_sessions_teaching_at_once_keep_their_own_models(server, trained, tmp_path):
+    # Each session fetches every file its answers name (galleries, the taught checkpoint), as a browser does.
+    sessions = {
+        "plus, minus": client(server, tmp_path / "two"),
+        "times, minus, plus": client(server, tmp_path / "three"),
+    }
     for classes, session in sessions.items():
         add_symbols(session, dict.fromkeys(classes.split(", "), 3), seed=len(classes))
     # the second session also draws a test example of each class and drops an image file as one more example
@@ -393,15 +466,47 @@ def test_two_sessions_teaching_at_once_keep_their_own_models(server, tmp_path):
         in three.predict(files, "times", "times, minus, plus", api_name="/add_files")[1]
     )
     files = [handle_file(str(tmp_path / "times.png"))]
-    added = three.predict(files, "times", "times, minus, plus", api_name="/add_files")[1]
+    gallery, added, *_ = three.predict(files, "times", "times, minus, plus", api_name="/add_files")
     assert "Examples: times 4, minus 3, plus 3; test examples: 3." in added, added
+    assert len(gallery) == 13  # every example's picture, fetched whole: {"image": its file, "caption": ...}
+    for example in gallery:
+        with Image.open(example["image"]) as shown:
+            shown.load()
+    # While both teach, two more clients ask /predict_file again and again (issue 37: no answer may be cut off).
+    teaching = threading.Event()
+    teaching.set()
+    predicted: list[tuple] = []
+    failures: list[str] = []
+
+    def predict_meanwhile(n: int) -> None:
+        try:
+            other = client(server, tmp_path / f"predict{n}")
+            while teaching.is_set():
+                predicted.append(other.predict(handle_file(str(trained["digit3"])), api_name="/predict_file"))
+        except Exception as err:  # every failure is the finding: reported below, not raised here
+            failures.append(f"predicting client {n}: {type(err).__name__}: {err}")
+
+    predictors = [threading.Thread(target=predict_meanwhile, args=(n,)) for n in range(2)]
+    for thread in predictors:
+        thread.start()
     jobs = {classes: session.submit(classes, api_name="/teach") for classes, session in sessions.items()}
-    for classes, job in jobs.items():
-        out = taught(job.result(timeout=300))
+    try:
+        results = {classes: job.result(timeout=300) for classes, job in jobs.items()}
+    finally:
+        teaching.clear()
+        for thread in predictors:
+            thread.join(timeout=120)
+    assert not failures and predicted, failures
+    assert len({answer[6] for answer in predicted}) == 1  # the same digit, the same answer every time
+    for answer in predicted:
+        with Image.open(answer[0]) as shown:
+            shown.load()  # whole: a cut-off file raises here
+    for classes, result in results.items():
+        out = taught(result)
         assert out["message"].startswith(f"Taught **{classes}**"), out
         how = "on the 3 test examples you drew" if classes == "times, minus, plus" else "3-fold cross-validation"
         assert how in out["accuracy"], out
-        meta = load_checkpoint(out["download"]["path"])["lit_transfer"]
+        meta = load_checkpoint(out["download"])["lit_transfer"]
         assert meta["classes"] == classes.split(", ")
         answer = sessions[classes].predict(
             data_url(picture(strokes("minus", random.Random(5)))), api_name="/predict_taught"

@@ -22,7 +22,7 @@ import torch
 from lit_transfer.demo import views
 from lit_transfer.demo.drawing import decode, drawing_pad
 from lit_transfer.demo.inference import SHARED_LAYERS, Model, load_model, run
-from lit_transfer.demo.pictures import feature_tiles
+from lit_transfer.demo.pictures import PictureFiles, feature_tiles
 from lit_transfer.demo.runs import find_checkpoints
 from lit_transfer.demo.teach_tab import TeachTab
 from lit_transfer.errors import UserError
@@ -42,6 +42,7 @@ class Demo:
     def __init__(self, source: Model, target: Model, runs_root: str | Path = "runs") -> None:
         self.models = {str(source.path): source, str(target.path): target}
         self.lock = threading.Lock()  # the networks and their forward hooks serve one request at a time
+        self.pictures = PictureFiles()  # pictures handed to Gradio as whole files (pictures.py says why)
         self.start = {"source": str(source.path), "target": str(target.path)}
         found = find_checkpoints(runs_root) if Path(runs_root).is_dir() else []
         known = {str(source.path), str(target.path), *(str(f.path) for f in found)}
@@ -104,7 +105,7 @@ class Demo:
             return self.failed(state, f"⚠️ {err}")
         updates = {
             self.state: {**state, "image": image.numpy()},
-            self.input: image.numpy(),
+            self.input: self.pictures(image.numpy()),
             self.features_note: views.features_note(outs["source"], outs["target"]),
         }
         for stage, model in (("source", source), ("target", target)):
@@ -118,7 +119,7 @@ class Demo:
         for layer in SHARED_LAYERS:
             scale = max(float(outs[s].maps[layer].max()) for s in STAGES)  # one colour scale per layer
             for stage in STAGES:
-                updates[self.maps[layer, stage]] = feature_tiles(outs[stage].maps[layer], scale)
+                updates[self.maps[layer, stage]] = self.pictures(feature_tiles(outs[stage].maps[layer], scale))
         ms = 1000 * (time.perf_counter() - start)
         updates[self.message] = f"Input: {what}, as the 28x28 image the networks read (computed in {ms:.0f} ms)."
         return updates
@@ -167,7 +168,7 @@ class Demo:
                 with gr.Tab("Try a digit", id="try"):
                     self._try_tab()
                 with gr.Tab("Teach new symbols", id="teach"):
-                    self.teach = TeachTab(self.state)
+                    self.teach = TeachTab(self.state, self.pictures)
                 for stage in STAGES:
                     with gr.Tab(f"{views.STAGE_NAMES[stage]}'s run", id=f"{stage}-run"):
                         self._run_tab(stage)

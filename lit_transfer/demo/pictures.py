@@ -7,6 +7,10 @@ figure takes ~100 ms to render on this CPU; array slices into a palette picture 
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +18,35 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from lit_transfer.files import atomic_write
+
+
+class PictureFiles:
+    """The page's pictures as PNG files, each written once, atomically, under a name made from its content.
+
+    Why not hand Gradio the picture itself: Gradio 6.31 writes a returned picture into its cache under a name made
+    from its content by truncating and rewriting that file in place (``processing_utils.save_pil_to_cache``). Two
+    answers with the same picture (the same image asked twice at once, or conv1 through both networks, which share
+    it) then rewrite the file while a client downloads it, and the client gets 0 of its bytes (issue 37;
+    tests/test_demo.py's concurrent test). A file path is copied into Gradio's cache under a temporary name and
+    renamed (``save_file_to_cache``), and never rewritten once there.
+    """
+
+    def __init__(self) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix="lit_transfer-pictures-")  # in the temp dir Gradio serves
+
+    def __call__(self, picture: Image.Image | np.ndarray) -> str:
+        if isinstance(picture, np.ndarray):
+            picture = Image.fromarray(picture)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        data = buffer.getvalue()
+        path = Path(self.folder.name) / f"{hashlib.sha256(data).hexdigest()}.png"
+        if not path.exists():  # the same picture again: the file already holds it, whole
+            atomic_write(path, data)
+        return str(path)
+
 
 COLUMNS = 8  # 32 maps as 4 rows of 8
 ZOOM = 3  # screen pixels per map pixel

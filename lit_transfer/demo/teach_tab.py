@@ -20,6 +20,7 @@ import torch
 
 from lit_transfer.demo import teach
 from lit_transfer.demo.drawing import decode, drawing_pad
+from lit_transfer.demo.pictures import PictureFiles
 from lit_transfer.demo.views import MODELS, TEACH_INTRO, accuracy, counts, gallery
 from lit_transfer.errors import UserError, count
 from lit_transfer.images.rule import load_mnist, to_mnist
@@ -50,8 +51,8 @@ class TeachTab:
     """The tab's components and handlers; built inside the page's ``gr.Blocks``. ``stages``: the page's own session
     state, whose ``source`` is the stage-one checkpoint to teach from."""
 
-    def __init__(self, stages: gr.State) -> None:
-        self.stages = stages
+    def __init__(self, stages: gr.State, pictures: PictureFiles) -> None:
+        self.stages, self.pictures = stages, pictures
         self.busy: set[str] = set()  # the sessions teaching now
         self.busy_lock = threading.Lock()
         self.folder = tempfile.TemporaryDirectory(prefix="lit_transfer-teach-")  # the checkpoints offered
@@ -94,7 +95,7 @@ class TeachTab:
         what = "test example" if test else "example"
         return {
             self.state: state,
-            self.gallery: gallery(state),
+            self.gallery: [(self.pictures(picture), caption) for picture, caption in gallery(state)],
             self.message: f"Added {len(added)} {what}{'s' * (len(added) > 1)} of **{chosen}**. {counts(state, names)}",
         }
 
