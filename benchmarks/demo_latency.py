@@ -5,9 +5,13 @@
   client (upload, queue, handler, four feature-map PNGs and the input encoded, the answer streamed back), without
   and with downloading the five pictures (the client fetches them one after another);
 - browser (``--browser``): Debian's headless Chromium on the page: from handing it an image file, and from the end of
-  a mouse stroke on the sketchpad, until the input and all four feature-map pictures are shown.
+  a mouse stroke on the sketchpad, until the input and all four feature-map pictures are shown;
+- concurrent (``--clients 8 --calls 10``): that many clients in threads, each sending ``calls`` image files through
+  the API with the pictures downloaded, all about the same image at the same moment; every answer's latency, and how
+  many came back whole (issue 37).
 
     python benchmarks/demo_latency.py --runs runs --requests 100 --browser
+    python benchmarks/demo_latency.py --runs runs --requests 0 --clients 8 --calls 10
 """
 
 from __future__ import annotations
@@ -46,14 +50,16 @@ SHOWN = """(previous) => {
 }"""
 
 
-def test_images(folder: Path, n: int = 2) -> list[Path]:
-    """The first MNIST test images as 28x28 PNGs (drawn crosses where the real data is absent)."""
+def test_images(folder: Path, n: int = 2, size: int = 28) -> list[Path]:
+    """The first MNIST test images as ``size`` x ``size`` PNGs (drawn crosses where the real data is absent)."""
+    folder.mkdir(parents=True, exist_ok=True)
     mnist = DATA_DIR / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
     paths = [folder / f"digit{i}.png" for i in range(n)]
     for i, path in enumerate(paths):
         if mnist.is_file():
             start = 16 + 784 * i  # IDX: 16-byte header, then 28x28 uint8 images
-            Image.frombytes("L", (28, 28), mnist.read_bytes()[start : start + 784]).save(path)
+            digit = Image.frombytes("L", (28, 28), mnist.read_bytes()[start : start + 784])
+            digit.resize((size, size), Image.NEAREST).save(path)
         else:
             image = Image.new("L", (280, 280), 255)
             image.paste(0, (120, 40, 160, 240))
@@ -112,6 +118,40 @@ def browser_times(url: str, images: list[Path], n: int) -> dict[str, list[float]
     return times
 
 
+def concurrent(url: str, images: list[Path], clients: int, calls: int, folder: Path) -> dict:
+    """``clients`` API clients in threads, ``calls`` each, pictures downloaded, all on the same image at once."""
+    from gradio_client import Client, handle_file
+
+    latencies: list[float] = []
+    failures: list[str] = []
+    barrier = threading.Barrier(clients)
+
+    def ask(n: int) -> None:
+        client = Client(url, verbose=False, download_files=str(folder / f"client{n}"))
+        barrier.wait()
+        for call in range(calls):
+            start = time.perf_counter()
+            try:
+                client.predict(handle_file(str(images[call % len(images)])), api_name="/predict_file")
+                latencies.append(1000 * (time.perf_counter() - start))
+            except Exception as err:  # a cut-off answer: counted, the client goes on
+                failures.append(f"{type(err).__name__}: {str(err)[:120]}")
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    return {
+        "answered_whole": len(latencies),
+        "asked": clients * calls,
+        "p50_ms": statistics.median(latencies) if latencies else None,
+        "p95_ms": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))] if latencies else None,
+        "failures": failures[:3],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", default="runs", help="where the demo looks for checkpoints")
@@ -119,6 +159,8 @@ def main() -> None:
     parser.add_argument("--target", default=None)
     parser.add_argument("--requests", type=int, default=100, help="per measurement (the browser's: a fifth)")
     parser.add_argument("--browser", action="store_true", help="also measure in headless Chromium")
+    parser.add_argument("--clients", type=int, default=0, help="concurrent API clients (0: none)")
+    parser.add_argument("--calls", type=int, default=10, help="calls per concurrent client")
     args = parser.parse_args()
 
     flush_denormals()
@@ -143,8 +185,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             images = test_images(Path(tmp))
             state = {**demo.start, "image": None}
-            record["handler"] = summary(timed(lambda: demo.on_file(str(images[0]), state), args.requests))
-            for download in (False, True):
+            if args.requests:
+                record["handler"] = summary(timed(lambda: demo.on_file(str(images[0]), state), args.requests))
+            if args.clients:  # issue 37's load: 20 test digits as 56x56 PNGs
+                digits = test_images(Path(tmp) / "digits", n=20, size=56)
+                record["concurrent"] = concurrent(url, digits, args.clients, args.calls, Path(tmp))
+            for download in (False, True) if args.requests else ():
                 client = Client(url, verbose=False, download_files=tmp if download else False)
                 send = lambda c=client: c.predict(handle_file(str(images[0])), api_name="/predict_file")  # noqa: E731
                 record["api_with_downloads" if download else "api"] = summary(timed(send, args.requests))
@@ -165,7 +211,12 @@ def main() -> None:
     }
     print("RESULT " + json.dumps(record), flush=True)
     for key, value in record.items():
-        if isinstance(value, dict):
+        if key == "concurrent":
+            print(
+                f"{key:>20}: {value['answered_whole']} of {value['asked']} answered whole, "
+                f"p50 {value['p50_ms']:.0f} ms, p95 {value['p95_ms']:.0f} ms; {value['failures'] or 'no failures'}"
+            )
+        elif isinstance(value, dict):
             median, p90 = value["median_ms"], value["p90_ms"]
             print(f"{key:>20}: median {median:6.1f} ms, p90 {p90:6.1f} ms ({value['n']} requests)")
 

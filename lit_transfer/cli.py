@@ -48,7 +48,7 @@ class TransferCLI(LightningCLI):
         # State the classes once: the head's width follows the data's classes.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         options.add_freeze_arguments(parser)  # --freeze.*: FreezeFeatures' options, whatever the callbacks
-        options.add_speed_arguments(parser)  # --speed.feature_cache false computes every batch's features
+        options.add_speed_arguments(parser.add_argument_group("Speed (--speed.*): the same results, less work"))
         # Two checkpoint callbacks, each configurable (--last_checkpoint.every_n_train_steps 50, ...): last.ckpt,
         # rewritten often so that a crash costs little, and the best model by validation accuracy.
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")

@@ -97,7 +97,7 @@ def test_kill_while_saving_keeps_previous_checkpoint(data: Path, tmp_path: Path,
     folder = only_run(runs / "a") / "checkpoints"
     previous = torch.load(folder / "last.ckpt", weights_only=True)  # still whole and loadable
     assert previous["global_step"] == 4
-    assert list(folder.glob(".last.ckpt.tmp-*")), "the half-written file should be the temporary one"
+    assert list(folder.glob(".last.ckpt.*.tmp")), "the half-written file should be the temporary one"
     cli(*stage(data, runs, "b"), f"--ckpt_path={folder / 'last.ckpt'}")
     weights, _ = final(only_run(runs / "b"))
     assert all(torch.equal(v, weights[k]) for k, v in reference[0].items())

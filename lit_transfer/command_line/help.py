@@ -71,7 +71,7 @@ def short(subcommand: str) -> str:
     parser.add_class_arguments(DigitsDataModule, "data")
     parser.add_class_arguments(TransferModule, "model", skip={"num_classes"})
     if subcommand == "fit":
-        options.add_speed_arguments(parser)
+        options.add_speed_arguments(parser.add_argument_group("Speed (--speed.*): the same results, less work"))
         keep = {"every_n_train_steps", "monitor", "dirpath"}
         skip = set(inspect.signature(LastCheckpoint).parameters) - keep
         parser.add_class_arguments(LastCheckpoint, "last_checkpoint", skip=skip)

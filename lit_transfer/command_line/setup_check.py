@@ -111,7 +111,7 @@ def version_report(problem: str | None) -> str:
     """What ``--version`` prints: each package's version, Python's, and the devices (when torch works)."""
     lines = [f"{name:<13}{installed(name)}" for name in PACKAGES]
     # where this lit_transfer is imported from (an editable install's metadata keeps the version it was installed at)
-    lines[0] += f" ({Path(__file__).parent})"
+    lines[0] += f" ({Path(__file__).parents[1]})"  # the package: lit_transfer/
     if problem is None:  # torchvision imports: its own version names its build, as torch's does
         import torchvision
 
