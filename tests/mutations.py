@@ -1,9 +1,10 @@
-"""Break each guarantee on purpose and check that its test notices: ``python tests/mutations.py [names...]``.
+"""Break each guarantee on purpose and check that its test notices: ``python tests/mutations.py [--quick] [names...]``.
 
 Each mutation replaces one piece of code in a temporary copy of the repository (never this checkout) and runs the
 test meant to catch it there; the test must fail. Prints caught/missed per mutation and exits 1 if any was
-missed. Not part of the default test run (pytest collects ``test_*.py`` only): run it after changing a guarantee
-or its test. Takes about 5 minutes on the project's 2-core machine.
+missed. CI runs the mutations whose tests are in the quick loop (``--quick``, tests/test_mutations.py, about two
+minutes); all of them, after changing a guarantee or its test: ``python tests/mutations.py`` (about 17 minutes on
+the project's 2-core machine; the slow ones train, start servers, Ray or a browser).
 """
 
 from __future__ import annotations
@@ -371,8 +372,18 @@ def run_one(mutation: Mutation, copy: Path) -> tuple[bool, str]:
         path.write_text(original)
 
 
-def main(names: list[str]) -> int:
+def quick(mutation: Mutation) -> bool:
+    """Whether every test that must catch ``mutation`` is in the quick loop (no file of ``SLOW_FILES``)."""
+    from conftest import SLOW_FILES  # tests/ is this script's folder, first on sys.path
+
+    return all(Path(test.split("::")[0].split()[0]).name not in SLOW_FILES for test in mutation.tests)
+
+
+def main(args: list[str]) -> int:
+    names = [a for a in args if a != "--quick"]
     chosen = [m for m in MUTATIONS if not names or any(n in m.name for n in names)]
+    if "--quick" in args:  # what CI runs (tests/test_mutations.py): the mutations its quick tests must catch
+        chosen = [m for m in chosen if quick(m)]
     with tempfile.TemporaryDirectory(prefix="lit_transfer_mutations_") as tmp:
         copy = Path(tmp) / "repo"
         ignore = shutil.ignore_patterns(".venv", ".git", "runs", "reports", "__pycache__", "*.ckpt", "benchmarks")

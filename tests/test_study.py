@@ -140,9 +140,10 @@ def test_rerun_repeats_only_the_missing_run(quick: tuple[Path, Path, str], tmp_p
 
 def test_seed_preset_runs_only_the_notebook_stages(tmp_path: Path) -> None:
     data = write_mnist(tmp_path / "data")
-    main(study_args(data, tmp_path / "out", "--preset", "seed", "--seeds", "1", "--epochs", "1"))
+    main(study_args(data, tmp_path / "out", "--preset", "seed", "--seeds", "2", "--epochs", "1"))
     rows = read_csv(tmp_path / "out")
-    assert sorted(r["condition"] for r in rows) == ["pretrain", "pretrain", "transfer_frozen", "transfer_frozen"]
+    assert sorted(r["condition"] for r in rows) == ["pretrain"] * 4 + ["transfer_frozen"] * 4
+    assert (tmp_path / "out/confusion.png").stat().st_size > 0  # summed over both seeds
     report = (tmp_path / "out/report.md").read_text()
     assert "not drawn" in report and "no scratch or random-feature control" in report
 

@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from lit_transfer.errors import count
 from lit_transfer.study.stats import Stat, acc, arrow, budget_text, label, select
 
 BUDGET_CURVES = ["transfer_frozen", "transfer_finetune", "scratch", "random_frozen"]  # accuracy vs labels
@@ -151,9 +152,9 @@ def plot_confusion(root: Path, rows: list[dict], budget: int | None) -> tuple[st
         digits = results[0]["digits"]
         total = torch.tensor([r["confusion"] for r in results]).sum(0)  # summed over seeds: counts
         ax.imshow(total.numpy(), cmap="Blues")
-        for (i, j), count in zip(itertools.product(range(len(digits)), repeat=2), total.flatten(), strict=True):
-            ax.text(j, i, int(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > total.max() / 2 else "black")  # fmt: skip
+        for (i, j), n in zip(itertools.product(range(len(digits)), repeat=2), total.flatten(), strict=True):
+            ax.text(j, i, int(n), ha="center", va="center", fontsize=8,
+                    color="white" if n > total.max() / 2 else "black")  # fmt: skip
         ax.set_xticks(range(len(digits)), digits)
         ax.set_yticks(range(len(digits)), digits)
         ax.set_xlabel("predicted digit")
