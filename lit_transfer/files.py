@@ -24,10 +24,14 @@ def unused_path(path: Path) -> Path:
     return candidate
 
 
-def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None]) -> None:
+def atomic_write(
+    path: str | os.PathLike, content: str | bytes | Callable[[BinaryIO], None], durable: bool = True
+) -> None:
     """Write ``content`` (text as UTF-8, bytes, or a function that writes into the open binary file, such as
-    ``lambda f: torch.save(obj, f)``) to a temporary file beside ``path``, flush it to the disk, then rename it over
-    ``path``: a crash leaves the old file or the new one, never half of one. The folder must exist."""
+    ``lambda f: torch.save(obj, f)``) to a temporary file beside ``path``, then rename it over ``path``: a reader
+    sees the old file or the new one, never half of one. ``durable``: flush it to the disk first, so a crash of the
+    machine cannot leave a renamed but empty file (results, checkpoints); off for files that are rebuilt anyway (the
+    demo's pictures). The folder must exist."""
     path = Path(path)
     # One temporary file per call ("x": created, never shared): two threads of a process may write one path at once.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
@@ -37,8 +41,9 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Binar
                 content(f)
             else:
                 f.write(content.encode() if isinstance(content, str) else content)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 
 A frozen backbone's layers before its dropout compute the same output for an image in every epoch, so they run
 once over the training split (and the validation split, while fitting), and the loaders serve those features in
-place of the images. Dropout and flatten still run on the fly, so training is the same to the bit
+place of the images. The dropout still runs on the fly, so training is the same to the bit
 (``tests/test_speed_paths.py``) and costs a fraction of a full step (benchmarks/RESULTS.md). Once the backbone
 is unfrozen (gradual unfreezing) the loaders serve images again. ``--speed.feature_cache false`` turns it off.
 
@@ -31,7 +31,7 @@ class FeatureCache(L.Callback):
     after the run's own callbacks: it must see what ``FreezeFeatures`` froze or unfroze at the same epoch start)."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After FreezeFeatures' hook (the trainer's callbacks run before the module's), so an unfreezing is seen.
+        # After FreezeFeatures' hook (run_callbacks puts this callback after the run's own), so an unfreezing is seen.
         self._serve(pl_module, "train", trainer.train_dataloader, trainer.num_training_batches)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

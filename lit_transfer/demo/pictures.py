@@ -44,7 +44,7 @@ class PictureFiles:
         data = buffer.getvalue()
         path = Path(self.folder.name) / f"{hashlib.sha256(data).hexdigest()}.png"
         if not path.exists():  # the same picture again: the file already holds it, whole
-            atomic_write(path, data)
+            atomic_write(path, data, durable=False)  # a page's pictures: rebuilt after a crash, no fsync wait
         return str(path)
 
 
