@@ -142,7 +142,8 @@ def load_network(path: str | os.PathLike) -> tuple[Backbone, Head, dict[str, Any
     weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
     fc2 = weights.get("head.fc2.weight")
     width = fc2.shape[0] if fc2 is not None and fc2.dim() == 2 else int(meta.get("num_classes") or 1)
-    network = nn.ModuleDict({"backbone": Backbone(), "head": Head(width)})
+    batch_norm = "backbone.bn1.weight" in weights  # a backbone with BatchNorm (--model.batch_norm true)
+    network = nn.ModuleDict({"backbone": Backbone(batch_norm), "head": Head(width)})
     try:
         network.load_state_dict(weights)
     except RuntimeError:
@@ -161,15 +162,23 @@ def copy_weights(path: str, backbone: Backbone, head: Head, transfer_layers: int
     pairs = list(zip(weight_layers(source_backbone, source_head), weight_layers(backbone, head), strict=True))
     if transfer_layers is not None:
         pairs = pairs[:transfer_layers]
+    if (theirs := hasattr(source_backbone, "bn1")) != hasattr(backbone, "bn1"):
+        raise UserError(
+            f"the backbone in {path} was trained {'with' if theirs else 'without'} BatchNorm layers: give "
+            f"--model.batch_norm {str(theirs).lower()} to transfer from it"
+        )
     copied = []
     for i, (src, dst) in enumerate(pairs):
         if src.weight.shape == dst.weight.shape:
             dst.load_state_dict(src.state_dict())
             copied.append(WEIGHT_LAYERS[i])
+            if i < 2 and hasattr(backbone, f"bn{i + 1}"):  # the conv's BatchNorm: weights and running statistics
+                getattr(backbone, f"bn{i + 1}").load_state_dict(getattr(source_backbone, f"bn{i + 1}").state_dict())
+                copied.append(f"bn{i + 1}")
         elif i < 2 or transfer_layers is not None:  # the backbone must fit; so must layers asked for
             raise UserError(f"layer {i + 1} in {path} has another shape than this model's: transfer fewer layers")
     note = ", ".join(copied)
-    if len(copied) < 4 and transfer_layers is None:
+    if "fc2" not in copied and transfer_layers is None:
         note += (
             f"; its head has {count(meta.get('num_classes'), 'class', 'classes')} and this model {head.num_classes}, "
             "so the last layer is newly initialised"

@@ -29,14 +29,22 @@ def to_input(images: Tensor) -> Tensor:
 
 
 class Backbone(nn.Sequential):
-    """The convolutional "feature" layers (9,568 parameters)."""
+    """The convolutional "feature" layers (9,568 parameters; 9,696 with BatchNorm)."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch_norm: bool = False) -> None:
+        """
+        Args:
+            batch_norm: A BatchNorm after each convolution (``bn1``, ``bn2``), as almost every real backbone has;
+                the notebook's network has none.
+        """
+        norm = (lambda name: {name: nn.BatchNorm2d(32)}) if batch_norm else (lambda name: {})
         super().__init__(
             OrderedDict(
                 conv1=nn.Conv2d(1, 32, kernel_size=3),
+                **norm("bn1"),
                 relu1=nn.ReLU(),
                 conv2=nn.Conv2d(32, 32, kernel_size=3),
+                **norm("bn2"),  # before the pooling: a maximum commutes with ReLU, not with a negative scale
                 # Keras: ReLU, then pool. Pooling first gives the same values (a maximum commutes with ReLU), and
                 # the ReLU then runs, forward and backward, on a quarter of the elements.
                 pool=nn.MaxPool2d(2),
@@ -89,3 +97,8 @@ def count_params(module: nn.Module) -> dict[str, int]:
 def weight_layers(backbone: Backbone, head: Head) -> list[nn.Module]:
     """The layers with weights, input to output: conv1, conv2, fc1, fc2."""
     return [backbone.conv1, backbone.conv2, head.fc1, head.fc2]
+
+
+def norm_layers(backbone: Backbone, depth: int = 2) -> list[nn.Module]:
+    """The BatchNorm layers of the first ``depth`` convolutions (none without ``batch_norm``)."""
+    return [getattr(backbone, f"bn{i}") for i in range(1, min(depth, 2) + 1) if hasattr(backbone, f"bn{i}")]

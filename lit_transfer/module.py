@@ -38,6 +38,7 @@ class TransferModule(L.LightningModule):
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
         init_from: str | None = None,
         transfer_layers: int | None = None,
+        batch_norm: bool = False,
     ) -> None:
         """
         Args:
@@ -55,6 +56,8 @@ class TransferModule(L.LightningModule):
             transfer_layers: Copy only the first n weight layers from ``init_from`` (1 = conv1, 2 = the backbone,
                 3 = backbone and first dense layer); the others keep their fresh initialisation. ``None`` copies
                 the backbone, and the head too when it fits.
+            batch_norm: A BatchNorm after each convolution, as almost every real backbone has (off: the notebook's
+                network). ``FreezeFeatures`` keeps a frozen one frozen: evaluation mode, statistics unchanged.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
@@ -62,7 +65,7 @@ class TransferModule(L.LightningModule):
             raise UserError(f"--model.transfer_layers is {transfer_layers}: give 1 to 4 (weight layers from the input)")
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.init_from, self.transfer_layers = init_from, transfer_layers
-        self.backbone = Backbone()
+        self.backbone = Backbone(batch_norm)
         self.head = Head(num_classes)
         # Metrics per split, computed once per epoch. torchmetrics needs two classes at least (a single-digit run
         # still gets correct, trivial metrics); validate_args and nan_strategy="disable" avoid a host sync per step.

@@ -48,7 +48,11 @@ class FeatureCache(L.Callback):
     def _serve(self, pl_module: L.LightningModule, split: str, loader: object, batches: float) -> None:
         if not isinstance(loader, TensorBatches):
             return
-        frozen = not any(p.requires_grad for p in pl_module.backbone.parameters())
+        backbone = pl_module.backbone
+        # Frozen: no weight trains and no BatchNorm normalises by its batch (its output then depends on the batch).
+        frozen = not any(p.requires_grad for p in backbone.parameters()) and not any(
+            isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in backbone.modules()
+        )
         # Caching costs one backbone pass over the whole split: worth it only when its epochs are not cut short.
         if frozen and not loader.serves_features and batches >= len(loader):
             loader.serve_features(features(pl_module, loader.images))

@@ -40,7 +40,10 @@ def configure(subcommand: str, config: Namespace, given: set[str]) -> None:
         rank_zero_info(f"lit_transfer: warning: no --ckpt_path: {subcommand} uses randomly initialised weights")
     if ckpt_path in (None, "hpc", "registry"):
         return
-    meta = require_ours(load_checkpoint(ckpt_path), ckpt_path)
+    checkpoint = load_checkpoint(ckpt_path)
+    meta = require_ours(checkpoint, ckpt_path)
+    # The network the checkpoint holds: with BatchNorm layers or without, whatever the config says
+    config.model.batch_norm = "backbone.bn1.weight" in checkpoint["state_dict"]
     data, names, dataset = config.data.init_args, class_names(meta), meta.get("dataset")
     folder_data = config.data.class_path.endswith("FolderDataModule")
     if folder_data != (dataset == "folder"):  # an image-folder checkpoint and digits, or back

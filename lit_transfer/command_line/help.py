@@ -66,8 +66,8 @@ def short(subcommand: str) -> str:
         help="A checkpoint: for fit, the same stage's to resume or another stage's to start from; otherwise the one "
         "to evaluate.",
     )
-    if subcommand == "fit":
-        options.add_freeze_arguments(parser.add_argument_group("Freezing, stage two's FreezeFeatures (--freeze.*)"))
+    if subcommand == "fit":  # train_bn, a comparison's option, is in --help-all
+        options.add_freeze_arguments(parser, skip={"train_bn"})
     parser.add_class_arguments(DigitsDataModule, "data")
     parser.add_class_arguments(TransferModule, "model", skip={"num_classes"})
     if subcommand == "fit":

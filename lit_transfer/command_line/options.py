@@ -14,8 +14,14 @@ FREEZE_HELP = {
     "depth": "FreezeFeatures: weight layers to freeze, from the input (1-3; 2 is the backbone).",
     "unfreeze_at_epoch": "FreezeFeatures: epoch at which the frozen layers join training (gradual unfreezing).",
     "backbone_lr_factor": "FreezeFeatures: learning rate of the unfrozen layers relative to the head's.",
+    "train_bn": "FreezeFeatures: let a frozen BatchNorm train (Lightning's default; off: frozen, evaluation mode).",
 }
-FREEZE_TYPES = {"depth": int | None, "unfreeze_at_epoch": int | None, "backbone_lr_factor": float | None}
+FREEZE_TYPES = {
+    "depth": int | None,
+    "unfreeze_at_epoch": int | None,
+    "backbone_lr_factor": float | None,
+    "train_bn": bool | None,
+}
 
 
 def refuse_top_level_optimizer(config: Namespace) -> None:
@@ -28,12 +34,15 @@ def refuse_top_level_optimizer(config: Namespace) -> None:
             )
 
 
-def add_freeze_arguments(parser: ArgumentParser | Any) -> None:
+def add_freeze_arguments(parser: ArgumentParser | Any, skip: set[str] = frozenset()) -> None:
     """``--freeze.*``: set on the FreezeFeatures in ``--trainer.callbacks``, or on one added for them
     (``--trainer.callbacks.<option>`` would apply to the last callback in the list only)."""
-    note = " Works whatever else is in --trainer.callbacks; on its own, turns freezing on."
-    for name, doc in FREEZE_HELP.items():
-        parser.add_argument(f"--freeze.{name}", type=FREEZE_TYPES[name], default=None, help=doc + note)
+    group = parser.add_argument_group(
+        "Freezing, stage two's FreezeFeatures (--freeze.*)",
+        "With any --trainer.callbacks; alone, each turns freezing on.",
+    )
+    for name, doc in ((n, d) for n, d in FREEZE_HELP.items() if n not in skip):
+        group.add_argument(f"--freeze.{name}", type=FREEZE_TYPES[name], default=None, help=doc)
 
 
 def add_speed_arguments(parser: ArgumentParser | Any) -> None:

@@ -48,7 +48,7 @@ def load_model(path: str | os.PathLike) -> Model:
     one-line ``UserError``."""
     path = Path(path)
     backbone, head, meta = load_network(path)
-    module = TransferModule(num_classes=head.num_classes)
+    module = TransferModule(num_classes=head.num_classes, batch_norm=hasattr(backbone, "bn1"))
     module.backbone.load_state_dict(backbone.state_dict())
     module.head.load_state_dict(head.state_dict())
     module.eval().requires_grad_(False)
