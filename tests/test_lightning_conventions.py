@@ -201,17 +201,6 @@ def test_freeze_options_whatever_else_is_in_the_callbacks(where: str, mnist_root
     assert not torch.equal(before, after)
 
 
-def test_help_names_the_program() -> None:
-    done = cli("fit", "--help")
-    assert done.stdout.startswith("usage: python -m lit_transfer fit")
-    assert "--freeze.unfreeze_at_epoch" in done.stdout
-    top = cli("--help")
-    assert (
-        "pretrain a small CNN on some MNIST digits" in top.stdout
-        and "Lightning Trainer command line tool" not in top.stdout
-    )
-
-
 def test_console_of_a_stage_has_no_noise_and_ends_with_its_report(mnist_root: Path, tmp_path: Path) -> None:
     args = [a for a in common_args(mnist_root, tmp_path / "runs", "a") if "enable_" not in a]
     done = cli("fit", "--config=configs/pretrain.yaml", *args, "--trainer.max_epochs=1")

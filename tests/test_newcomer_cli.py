@@ -30,16 +30,20 @@ def test_help_lists_every_command_in_whole_sentences() -> None:
         ]
         assert line.rstrip().endswith("."), line  # one whole sentence, not cut off
     assert "usage: python -m lit_transfer" in done.stdout
+    # the program's own name and description, not LightningCLI's
+    assert "pretrain a small CNN on some MNIST digits" in done.stdout
+    assert "Lightning Trainer command line tool" not in done.stdout
 
 
 def test_fit_help_shows_the_projects_options_first_and_the_rest_on_request() -> None:
     short = cli_output("fit", "--help").stdout.splitlines()
+    assert short[0].startswith("usage: python -m lit_transfer fit")
     first_screen = "\n".join(short[:50])
     for option in ("--data.digits", "--data.batch_size", "--freeze.depth"):
         assert option in first_screen, option
     text = "\n".join(short)
     assert text.index("\n  --model.optimizer") < text.index("\n  --trainer.") and "--help-all" in first_screen
-    for option in ("--freeze.depth", "--speed.feature_cache", "--last_checkpoint.every_n_train_steps"):
+    for option in ("--freeze.unfreeze_at_epoch", "--speed.feature_cache", "--last_checkpoint.every_n_train_steps"):
         assert option in text
     assert "--help-all" in text and len(short) < 400
     full = cli_output("fit", "--help-all").stdout
