@@ -25,7 +25,7 @@ from torch import nn
 
 from lit_transfer.errors import UserError, count
 from lit_transfer.files import atomic_write
-from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
+from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, has_batch_norm, weight_layers
 
 MARKER = "lit_transfer"
 FORMAT = 1
@@ -142,8 +142,7 @@ def load_network(path: str | os.PathLike) -> tuple[Backbone, Head, dict[str, Any
     weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("backbone.", "head."))}
     fc2 = weights.get("head.fc2.weight")
     width = fc2.shape[0] if fc2 is not None and fc2.dim() == 2 else int(meta.get("num_classes") or 1)
-    batch_norm = "backbone.bn1.weight" in weights  # a backbone with BatchNorm (--model.batch_norm true)
-    network = nn.ModuleDict({"backbone": Backbone(batch_norm), "head": Head(width)})
+    network = nn.ModuleDict({"backbone": Backbone(has_batch_norm(weights)), "head": Head(width)})
     try:
         network.load_state_dict(weights)
     except RuntimeError:

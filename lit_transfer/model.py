@@ -99,6 +99,11 @@ def weight_layers(backbone: Backbone, head: Head) -> list[nn.Module]:
     return [backbone.conv1, backbone.conv2, head.fc1, head.fc2]
 
 
+def has_batch_norm(state_dict: dict[str, Tensor]) -> bool:
+    """Whether the weights (a checkpoint's, an export's) are those of a backbone with BatchNorm layers."""
+    return "backbone.bn1.weight" in state_dict
+
+
 def norm_layers(backbone: Backbone, depth: int = 2) -> list[nn.Module]:
     """The BatchNorm layers of the first ``depth`` convolutions (none without ``batch_norm``)."""
     return [getattr(backbone, f"bn{i}") for i in range(1, min(depth, 2) + 1) if hasattr(backbone, f"bn{i}")]

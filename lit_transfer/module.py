@@ -172,12 +172,17 @@ class TransferModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def setup(self, stage: str) -> None:
-        if self._trainer is not None and self.trainer.strategy.root_device.type == "cpu":
-            # oneDNN's CPU convolutions are faster on channels-last (NHWC) weights (benchmarks/RESULTS.md); the
-            # checkpoint keys and values stay the same, and a GPU run keeps torch's default layout.
-            self.backbone.to(memory_format=torch.channels_last)
+        if self._trainer is not None:
+            self.use_layout_for(self.trainer.strategy.root_device)
         if stage == "fit" and self.init_from:
             self.transfer_from(self.init_from)
+
+    def use_layout_for(self, device: torch.device) -> None:
+        """The weights' memory layout for ``device``: on the CPU channels-last (NHWC), on which oneDNN's
+        convolutions are faster (benchmarks/RESULTS.md); the checkpoint keys and values stay the same, and a GPU run
+        keeps torch's default layout."""
+        if device.type == "cpu":
+            self.backbone.to(memory_format=torch.channels_last)
 
     def transfer_from(self, path: str) -> None:
         """Copy the backbone (and the head, when it fits) or the first ``transfer_layers`` weight layers of the

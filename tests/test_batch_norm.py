@@ -72,3 +72,18 @@ def test_evaluating_a_batch_norm_checkpoint_needs_no_option(stage_one: Path, mni
     runs = tmp_path / "runs"
     run_cli("test", "--config=configs/pretrain.yaml", *common_args(mnist_root, runs, "t"), f"--ckpt_path={stage_one}")
     assert list(runs.rglob("results*.json"))
+
+
+def test_a_batch_norm_checkpoint_exports_and_loads_back(stage_one: Path, tmp_path: Path) -> None:
+    from lit_transfer.export import load_safetensors, main
+    from lit_transfer.export.formats import from_checkpoint
+
+    path = main(
+        ["--ckpt_path", str(stage_one), "--format", "safetensors", "--output", str(tmp_path / "bn.safetensors")]
+    )
+    loaded, info = load_safetensors(path)
+    assert "Backbone(batch_norm=True)" in info["architecture"]["lit_transfer"]
+    expected, _ = from_checkpoint(stage_one)
+    images = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), expected(images))

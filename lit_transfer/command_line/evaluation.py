@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lit_transfer.checkpoint import class_names, load_checkpoint, load_network, require_ours
 from lit_transfer.errors import UserError, count
 from lit_transfer.images.files import find_images
+from lit_transfer.model import has_batch_norm
 
 
 def refuse_shorthand(ckpt_path: str | None) -> None:
@@ -43,7 +44,7 @@ def configure(subcommand: str, config: Namespace, given: set[str]) -> None:
     checkpoint = load_checkpoint(ckpt_path)
     meta = require_ours(checkpoint, ckpt_path)
     # The network the checkpoint holds: with BatchNorm layers or without, whatever the config says
-    config.model.batch_norm = "backbone.bn1.weight" in checkpoint["state_dict"]
+    config.model.batch_norm = has_batch_norm(checkpoint["state_dict"])
     data, names, dataset = config.data.init_args, class_names(meta), meta.get("dataset")
     folder_data = config.data.class_path.endswith("FolderDataModule")
     if folder_data != (dataset == "folder"):  # an image-folder checkpoint and digits, or back

@@ -52,8 +52,7 @@ def load_model(path: str | os.PathLike) -> Model:
     module.backbone.load_state_dict(backbone.state_dict())
     module.head.load_state_dict(head.state_dict())
     module.eval().requires_grad_(False)
-    # The layout predict computes in on the CPU (TransferModule.setup), so the page shows predict's numbers.
-    module.backbone.to(memory_format=torch.channels_last)
+    module.use_layout_for(torch.device("cpu"))  # as predict computes on the CPU: the page shows predict's numbers
     names = class_names(meta)
     if len(names) != head.num_classes:
         names = [str(i) for i in range(head.num_classes)]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from lit_transfer.checkpoint import class_names, load_network
 from lit_transfer.errors import UserError
-from lit_transfer.model import Backbone, Head
+from lit_transfer.model import Backbone, Head, has_batch_norm
 
 INPUT = (
     "images: float32 (N, 1, 28, 28), each pixel / 255, a light digit on a dark background (MNIST's convention; "
@@ -190,13 +190,14 @@ def architecture(model: Probabilities) -> dict[str, Any]:
     """The network as the safetensors JSON describes it: for each part (``backbone``, ``head``, in order) its layers
     as ``[name, constructor]``, each constructor a ``torch.nn`` call (``Conv2d(1, 32, kernel_size=(3, 3), ...)``);
     the weights are named ``<part>.<layer>.<weight or bias>``; a softmax over dim 1 follows."""
+    batch_norm = "batch_norm=True" if hasattr(model.backbone, "bn1") else ""
     return {
         "parts": {
             part: [[name, repr(torch_nn(layer))] for name, layer in getattr(model, part).named_children()]
             for part in ("backbone", "head")
         },
         "output": "softmax over dim 1 of head(backbone(images))",
-        "lit_transfer": f"lit_transfer.export.Probabilities(Backbone(), Head({model.head.num_classes}))",
+        "lit_transfer": f"lit_transfer.export.Probabilities(Backbone({batch_norm}), Head({model.head.num_classes}))",
     }
 
 
@@ -215,8 +216,9 @@ def load_safetensors(path: str | os.PathLike) -> tuple[Probabilities, dict[str, 
     from safetensors.torch import load_file
 
     info = json.loads(Path(path).with_suffix(".json").read_text())
-    model = Probabilities(Backbone(), Head(len(info["classes"])))
-    model.load_state_dict(load_file(str(path)))
+    weights = load_file(str(path))
+    model = Probabilities(Backbone(has_batch_norm(weights)), Head(len(info["classes"])))
+    model.load_state_dict(weights)
     return model.eval(), info
 
 
