@@ -12,9 +12,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
-OUT=benchmarks/out/gpu-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$OUT"
-step() { echo "== $(date +%T) $*" | tee -a "$OUT/steps.txt"; }
+LOG_DIR=benchmarks/out/gpu-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$LOG_DIR"
+step() { echo "== $(date +%T) $*" | tee -a "$LOG_DIR/steps.txt"; }
 export PYTHONUNBUFFERED=1
 
 step "environment"
@@ -22,19 +22,19 @@ step "environment"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python -c "import sys, torch, lightning; print(sys.version.split()[0], torch.__version__, lightning.__version__,
     torch.cuda.get_device_name())"
-} 2>&1 | tee -a "$OUT/steps.txt"
+} 2>&1 | tee -a "$LOG_DIR/steps.txt"
 python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" || { echo "no CUDA device: nothing to check"; exit 1; }
 
 step "tests on the GPU"
 LIT_TRANSFER_TEST_ACCELERATOR=gpu python -m pytest -q -p no:cacheprovider tests/test_speed_paths.py \
-  tests/test_pipeline.py 2>&1 | tail -30 | tee "$OUT/tests.log"
-python -m pytest -q -p no:cacheprovider tests/test_errors.py -k "nan_loss and cuda" 2>&1 | tail -5 | tee -a "$OUT/tests.log"
+  tests/test_pipeline.py 2>&1 | tail -30 | tee "$LOG_DIR/tests.log"
+python -m pytest -q -p no:cacheprovider tests/test_errors.py -k "nan_loss and cuda" 2>&1 | tail -5 | tee -a "$LOG_DIR/tests.log"
 
 step "stage one with the SimpleProfiler"
 python -m lit_transfer fit --config configs/pretrain.yaml --data.data_dir "$DATA" --data.download false \
-  --trainer.accelerator gpu --trainer.default_root_dir "$OUT/profile" --trainer.enable_progress_bar false \
-  --trainer.profiler simple > "$OUT/profile.log" 2>&1
+  --trainer.accelerator gpu --trainer.default_root_dir "$LOG_DIR/profile" --trainer.enable_progress_bar false \
+  --trainer.profiler simple > "$LOG_DIR/profile.log" 2>&1
 
 step "benchmark: lit_transfer and the plain loop, 3 repeats"
-python benchmarks/run.py --data_dir "$DATA" --repeats 3 --only ours plain_ftz 2>&1 | tee "$OUT/bench.log"
-step "done: $OUT"
+python benchmarks/run.py --data_dir "$DATA" --repeats 3 --only ours plain_ftz 2>&1 | tee "$LOG_DIR/bench.log"
+step "done: $LOG_DIR"
