@@ -57,6 +57,8 @@ def test_fit_help_shows_the_projects_options_first_and_the_rest_on_request() -> 
         (["--trainer.max_epoch", "1"], "did you mean --trainer.max_epochs?"),  # no abbreviations
         (["--data.digits", "5,6,7"], "--data.digits '[5,6,7]'"),
         (["--trainer.max_epochs", "two"], "--trainer.max_epochs takes int"),
+        # a value outside the choices (0.1.0's image-folder form among them: --data FolderDataModule now)
+        (["--data.dataset", "folder"], "--data.dataset is 'folder': give one of mnist, fashion_mnist, kmnist"),
     ],
 )
 def test_parse_errors_are_one_line_with_the_fix(args: list[str], expected: str, mnist_root: Path, tmp_path: Path):

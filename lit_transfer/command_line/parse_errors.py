@@ -49,6 +49,9 @@ def explain(message: str, argv: list[str], known: list[str]) -> str:
         return f"--{key} takes a list, not {value!r}: write it as in YAML, e.g. --{key} {example}"
     if "File does not exist" in message:
         return f"--{key} names a file that does not exist ({message.split('File does not exist:')[-1].strip()})"
+    if literal := re.search(r"Expected a typing\.Literal\[(.*?)\]", message):  # a value outside the choices
+        choices = ", ".join(choice.strip(" '\"") for choice in literal.group(1).split(","))
+        return f"--{key} is {value!r}: give one of {choices}"
     if expected := re.findall(r"Expected a <class '(\w+)'>", message):
         kinds = " or ".join(dict.fromkeys(k.replace("NoneType", "null") for k in expected))
         return f"--{key} takes {kinds}, not {value!r}: see python -m lit_transfer {command} --help"
