@@ -65,7 +65,7 @@ SLOW_FILES = {
     "test_cpu.py", "test_ddp.py", "test_demo.py", "test_docs.py", "test_export.py", "test_folder.py",
     "test_legacy_checkpoints.py", "test_logs.py", "test_newcomer_cli.py", "test_notebook.py",
     "test_own_data_real.py", "test_process_guard.py", "test_real_mnist.py", "test_resume.py",
-    "test_setup_check.py", "test_study.py", "test_study_ray.py",
+    "test_setup_check.py", "test_study.py", "test_study_ray.py", "test_web.py",
 }  # fmt: skip
 
 

@@ -203,7 +203,7 @@ def test_export_help_names_every_format_and_torchscripts_deprecation(capsys) -> 
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "{pt2,onnx,safetensors,torchscript}" in text
+    assert "{pt2,onnx,safetensors,torchscript,web}" in text
     assert "deprecated upstream, PyTorch recommends torch.export" in text
 
 

@@ -83,10 +83,10 @@ def from_checkpoint(path: str | os.PathLike) -> tuple[Probabilities, dict]:
     return Probabilities(backbone, head).eval(), meta
 
 
-Format = Literal["pt2", "onnx", "safetensors", "torchscript"]
+Format = Literal["pt2", "onnx", "safetensors", "torchscript", "web"]
 
 
-def export(ckpt_path: str, format: Format = "onnx", output: str | None = None) -> Path:
+def export(ckpt_path: str, format: Format = "onnx", output: str | None = None, source_ckpt: str | None = None) -> Path:
     """Write the checkpoint's network as a file that maps images to class probabilities.
 
     Args:
@@ -94,10 +94,21 @@ def export(ckpt_path: str, format: Format = "onnx", output: str | None = None) -
         format: ``pt2`` (``torch.export``, PyTorch's recommended format: ``torch.export.load``, no lit_transfer
             needed), ``onnx`` (ONNX Runtime and other ONNX tools), ``safetensors`` (the weights only, plus a JSON
             file beside them with the classes, the input rule and the architecture) or ``torchscript``
-            (``torch.jit.load``; deprecated upstream, PyTorch recommends torch.export: use ``pt2``).
+            (``torch.jit.load``; deprecated upstream, PyTorch recommends torch.export: use ``pt2``), or ``web``: a
+            folder with a page that runs both stages and teaches new symbols in any browser, offline
+            (docs/web.md); ``--ckpt_path`` is then stage two's checkpoint.
         output: The file to write (never replaced if it exists); default: beside the checkpoint, with the
-            checkpoint's name and ``.pt2``, ``.onnx``, ``.safetensors`` or ``.pt`` (safetensors: and ``.json``).
+            checkpoint's name and ``.pt2``, ``.onnx``, ``.safetensors`` or ``.pt`` (safetensors: and ``.json``;
+            web: the folder ``<name>-web``).
+        source_ckpt: web only: stage one's checkpoint; default: the one stage two was trained from.
     """
+    if format == "web":
+        from lit_transfer.export.web import write_web
+
+        default = Path(ckpt_path).with_name(Path(ckpt_path).stem + "-web")
+        return write_web(ckpt_path, source_ckpt, Path(output) if output else default)
+    if source_ckpt is not None:
+        raise UserError("--source_ckpt is for --format web only: leave it out")
     model, meta = from_checkpoint(ckpt_path)
     names = class_names(meta) or [str(i) for i in range(model.head.num_classes)]
     target = Path(output) if output else Path(ckpt_path).with_suffix(SUFFIX[format])
@@ -240,6 +251,12 @@ def main(args: list[str] | None = None) -> Path:
         sys.exit("lit_transfer export: error: " + " ".join(line.strip() for line in str(err).splitlines()))
     if config.format in DEPRECATED:
         print(f"note: {DEPRECATED[config.format]}")
+    if config.format == "web":
+        from lit_transfer.export.web import folder_size
+
+        print(f"wrote {path}/ ({folder_size(path) / 1e6:.1f} MB): open {path / 'index.html'} in a browser, or put the")
+        print("folder on any static host (GitHub Pages, ...); it needs no server code and no network (docs/web.md)")
+        return path
     print(f"wrote {path}: {OUTPUT}")
     if config.format == "safetensors":
         print(f"wrote {path.with_suffix('.json')}: the classes, the input rule and the architecture")
