@@ -9,12 +9,14 @@ classes an evaluation uses and the rest of the command line's helpers: ``command
 
 from __future__ import annotations
 
+import shlex
 import sys
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, Timer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
@@ -33,8 +35,8 @@ from lit_transfer.speed.cpu import flush_denormals, tune_cpu
 
 DESCRIPTION = (
     "lit_transfer: pretrain a small CNN on some MNIST digits, freeze its convolutional features, retrain the head "
-    "on others (stage one: fit --config configs/pretrain.yaml; stage two: fit --config configs/finetune.yaml "
-    "--ckpt_path <stage one's checkpoint>)."
+    "on others (stage one: fit --config configs/pretrain.yaml; stage two: fit --config configs/finetune.yaml, which "
+    "starts from runs/pretrain/latest)."
 )
 
 
@@ -86,6 +88,15 @@ class TransferCLI(LightningCLI):
         options.refuse_top_level_optimizer(config)
         options.merge_freeze_options(config)
         given = {a.split("=")[0] for a in self.given if a.startswith("--")}
+        if self.subcommand == "fit" and config.model.get("init_from") and "--ckpt_path" not in given:
+            config.ckpt_path = None  # the config's stage one (runs/pretrain/latest/...) yields to --model.init_from
+        if self.subcommand != "fit" and config.get("ckpt_path") and "--ckpt_path" not in given:
+            # A stage-two config's ckpt_path is where its fit starts (stage one). To test, validate or predict with
+            # that config is to evaluate the stage itself: its own newest finished run.
+            stage = Path(config.trainer.get("default_root_dir") or "runs")
+            config.ckpt_path = str(stage / run_dirs.LATEST / "checkpoints" / "last.ckpt")
+        # runs/pretrain/latest/... -> runs/pretrain/version_<n>/...: the run records the checkpoint it started from
+        config.ckpt_path = run_dirs.follow_latest(config.get("ckpt_path"), self._data_options(config))
         root = Path(config.trainer.get("default_root_dir") or "runs")
         if self.subcommand != "fit":  # an evaluation: the checkpoint's classes, beside the checkpoint's own runs
             evaluation.configure(self.subcommand, config, {g.removeprefix("--data.") for g in given})
@@ -167,6 +178,19 @@ class TransferCLI(LightningCLI):
     def after_fit(self) -> None:
         if not self.trainer.interrupted:  # the notebook tests the final weights right after training
             self.trainer.test(self.model, datamodule=self.datamodule)
+            if self.trainer.is_global_zero:  # a finished stage: runs/<stage>/latest, what stage two's config names
+                run_dirs.point_latest(self.run_dir)
+
+    def _data_options(self, config: Namespace) -> str:
+        """The data options of this command line that stage one's command needs too (not an image folder's)."""
+        if config.data.class_path.endswith("FolderDataModule"):
+            return ""
+        words = []
+        for i, arg in enumerate(self.given):
+            key, equals, value = arg.partition("=")
+            if key in ("--data.data_dir", "--data.download", "--data.dataset") and (equals or i + 1 < len(self.given)):
+                words += [key, shlex.quote(value if equals else self.given[i + 1])]
+        return "".join(f" {word}" for word in words)
 
     def before_test(self) -> None:
         self._prepare_evaluation("test")

@@ -44,6 +44,35 @@ MUTATIONS = [
         race=True,
     ),
     Mutation(
+        "runs/<stage>/latest swapped by removing the old link first (moments without one)",
+        "lit_transfer/command_line/run_dirs.py",
+        "        os.replace(temporary, link)  #",
+        "        link.unlink(missing_ok=True)\n        os.replace(temporary, link)  #",
+        ["tests/test_safety.py -k never_missing"],
+        race=True,
+    ),
+    Mutation(
+        "a file of the user's named latest replaced by the link",
+        "lit_transfer/command_line/run_dirs.py",
+        "    if link.exists() and not link.is_symlink():",
+        "    if False:",
+        ["tests/test_safety.py -k users_own"],
+    ),
+    Mutation(
+        "a finished stage one not pointed at by runs/pretrain/latest (the Quick start's stage two fails)",
+        "lit_transfer/cli.py",
+        "                run_dirs.point_latest(self.run_dir)",
+        "                pass",
+        ["tests/test_docs.py -k quick_start"],
+    ),
+    Mutation(
+        "the top-level help imports torch first (seconds)",
+        "lit_transfer/__main__.py",
+        '    if sys.argv[1:2] in ([], ["-h"], ["--help"]):',
+        "    if False:",
+        ["tests/test_newcomer_cli.py -k without_importing_torch"],
+    ),
+    Mutation(
         "training metrics of one process only (no sync across processes)",
         "lit_transfer/module.py",
         '            self.metrics[f"{split}_acc"] = MulticlassAccuracy(n, average="micro", validate_args=False)',
@@ -366,6 +395,20 @@ MUTATIONS = [
         '                copied.append(f"bn{i + 1}")\n'
         '                getattr(backbone, f"bn{i + 1}").reset_parameters()',
         ["tests/test_batch_norm.py -k stays_as_stage_one"],
+    ),
+    Mutation(
+        "the web page resizes with another filter than Pillow's Lanczos (its input drifts from the image rule)",
+        "lit_transfer/export/page/rule.js",
+        "x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0",
+        "x >= -2 && x < 2 ? sinc(x) * sinc(x / 2) : 0",
+        ["tests/test_web.py -k dropped_file"],
+    ),
+    Mutation(
+        "the web page's fc1 reads the features in PyTorch's (channel, row, column) order",
+        "lit_transfer/export/web.py",
+        ".permute(2, 3, 1, 0).reshape(-1, fc1.out_features)",
+        ".reshape(-1, fc1.out_features)",
+        ["tests/test_web.py -k drawn_digit"],
     ),
     Mutation(
         "a test's in-process command leaves torch's thread count to the next (the notebook's numbers then differ)",

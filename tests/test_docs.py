@@ -1,8 +1,9 @@
 """The README's and docs/' snippets run as written with the README's data layout (the real MNIST in
 ``../shared/data``, beside the checkout), and what the package prints counts in proper English ("1 epoch").
 
-Commands that train for minutes are checked by what they name (every MNIST command reads ``../shared/data``);
-the short Python snippets run, in a checkout-like folder whose ``../shared/data`` is the real MNIST."""
+Commands that train for minutes are checked by what they name (every MNIST command reads ``../shared/data``); the
+Quick start's two stages run as pasted (in quick mode), and the short Python snippets run, in a checkout-like folder
+whose ``../shared/data`` is the real MNIST."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import ast
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import process_guard
 import pytest
-from helpers import REAL_MNIST, REPO
+import torch
+from helpers import REAL_MNIST, REPO, write_mnist
 
 from lit_transfer.callbacks.stage_report import format_report
 
@@ -107,6 +111,65 @@ def test_own_data_snippets_run_as_written(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
     made = {split: len(list((checkout / "my_images" / split).rglob("*.jpg"))) for split in ("train", "test")}
     assert made == {"train": 500, "test": 150}
+
+
+def checkout_beside_data(tmp_path: Path) -> Path:
+    """A folder laid out as the README's: ``tmp_path/checkout`` (what the commands need of a checkout: ``configs/``)
+    with ``../shared/data`` beside it, the real MNIST where LIT_TRANSFER_MNIST_ROOT names it, else tiny IDX files in
+    its layout. The README's relative paths then resolve as on a user's machine, and the runs write under tmp_path."""
+    checkout, data = tmp_path / "checkout", tmp_path / "shared" / "data"
+    shutil.copytree(REPO / "configs", checkout / "configs")
+    if REAL_MNIST:
+        data.parent.mkdir()
+        data.symlink_to(Path(REAL_MNIST).resolve())
+    else:
+        write_mnist(data)
+    return checkout
+
+
+# Quick mode: trainer flags a user could add for a first look; the Quick start's commands are otherwise as written.
+QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2"]
+QUICK += ["--trainer.limit_test_batches", "2"]
+
+
+def quick_start_commands() -> list[list[str]]:
+    """The Quick start's training block: the bash block of the README's Quick start that runs ``fit``."""
+    section = (REPO / "README.md").read_text().split("\n## Quick start\n")[1].split("\n## ")[0]
+    (block,) = [b for b in re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M) if "lit_transfer fit" in b]
+    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def lit_transfer(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """A ``python ...`` command of the docs in a new process (this Python, this checkout's package), in quick mode."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("LIT_TRANSFER_RUN_DIR", None)
+    cmd = [sys.executable, *words[1:], *QUICK]
+    done = process_guard.run(cmd, timeout=300, capture_output=True, text=True, cwd=cwd, env=env)
+    assert done.returncode == 0, f"{' '.join(words)}\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_the_quick_start_runs_as_pasted_and_so_does_the_printed_next_command(tmp_path: Path) -> None:
+    commands = quick_start_commands()
+    assert [c[:4] for c in commands] == [["python", "-m", "lit_transfer", "fit"]] * 2
+    assert not [w for c in commands for w in c if "<" in w or ">" in w], "a placeholder to fill in"
+    checkout = checkout_beside_data(tmp_path)
+    stage_one = lit_transfer(commands[0], checkout)
+    lit_transfer(commands[1], checkout)
+    runs = checkout / "runs"
+    assert [os.readlink(runs / stage / "latest") for stage in ("pretrain", "finetune")] == ["version_0"] * 2
+    source = torch.load(runs / "pretrain/version_0/checkpoints/last.ckpt", weights_only=True)
+    target = torch.load(runs / "finetune/version_0/checkpoints/last.ckpt", weights_only=True)
+    # stage two started from stage one's weights (its frozen convolutions are stage one's), and names that run
+    for key in ("backbone.conv1.weight", "backbone.conv2.bias"):
+        assert torch.equal(source["state_dict"][key], target["state_dict"][key]), key
+    assert target["hyper_parameters"]["init_from"] == "runs/pretrain/version_0/checkpoints/last.ckpt"
+    # the command stage one printed, pasted as printed
+    (line,) = [ln for ln in stage_one.stdout.splitlines() if ln.startswith("next: ")]
+    lit_transfer(shlex.split(line.removeprefix("next: ")), checkout)
+    again = torch.load(runs / "finetune/version_1/checkpoints/last.ckpt", weights_only=True)
+    assert torch.equal(source["state_dict"]["backbone.conv1.weight"], again["state_dict"]["backbone.conv1.weight"])
+    assert os.readlink(runs / "finetune" / "latest") == "version_1"
 
 
 @pytest.mark.parametrize(("epochs", "expected"), [(1, "training: 1 epoch, "), (5, "training: 5 epochs, ")])

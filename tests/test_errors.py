@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import common_args, run_cli, write_idx
+from helpers import REPO, common_args, folder_args, run_cli, write_idx
 
 from lit_transfer.checkpoint import MARKER
 from lit_transfer.module import TransferModule
@@ -138,6 +139,44 @@ def test_lightning_ckpt_shorthands_name_the_fix(
     message = fails(capsys, subcommand, "--config=configs/pretrain.yaml", *args, f"--ckpt_path={shorthand}")
     assert f"--ckpt_path {shorthand} would look in this command's own new run folder" in message
     assert "checkpoints/last.ckpt" in message and nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("config", "stage_one"),
+    [("finetune", "pretrain"), ("reverse_finetune", "reverse_pretrain"), ("folder_finetune", "pretrain")],
+)
+def test_stage_two_before_stage_one_names_the_command_that_trains_it(
+    config: str, stage_one: str, mnist_root: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    # A checkout with no runs yet: the config's runs/<stage one>/latest/checkpoints/last.ckpt is not there.
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    folder, runs = config.startswith("folder"), tmp_path / "runs"
+    args = common_args(mnist_root, runs, config)
+    if folder:  # the folder's images are never looked at: the checkpoint is checked first
+        args = folder_args(tmp_path / "imgs", runs, config, tmp_path / "c")
+    message = fails(capsys, "fit", f"--config=configs/{config}.yaml", *args)
+    missing = f"runs/{stage_one}/latest/checkpoints/last.ckpt"
+    data = "" if folder else f" --data.data_dir {mnist_root} --data.download false"  # the data this command was given
+    assert message == (
+        f"lit_transfer: error: {missing} does not exist (runs/{stage_one} has no finished run yet): first run "
+        f"python -m lit_transfer fit --config configs/{stage_one}.yaml{data}, or give --ckpt_path another one"
+    )
+    assert nothing_written(tmp_path) and not list((tmp_path / "runs").rglob("version_*"))
+
+
+def test_evaluating_with_a_stage_two_config_means_that_stage_and_names_its_command(
+    mnist_root: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    # The config's ckpt_path is where stage two's fit starts (stage one); `test` evaluates stage two's own newest run.
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    args = common_args(mnist_root, Path("runs"), "finetune")
+    message = fails(capsys, "test", "--config=configs/finetune.yaml", *args)
+    assert message.startswith(
+        "lit_transfer: error: runs/finetune/latest/checkpoints/last.ckpt does not exist (runs/finetune has no "
+        "finished run yet): first run python -m lit_transfer fit --config configs/finetune.yaml"
+    )
 
 
 def test_evaluating_without_a_checkpoint_says_so(mnist_root: Path, tmp_path: Path, caplog) -> None:

@@ -11,6 +11,10 @@ import pytest
 from helpers import REPO, common_args, folder_args, only_run, results, run_cli
 from test_errors import fails
 
+from lit_transfer.__main__ import TOOLS
+from lit_transfer.cli import TransferCLI
+from lit_transfer.command_line import help
+
 COMMANDS = ("fit", "validate", "test", "predict", "export", "demo", "lit_transfer.study")
 
 
@@ -33,6 +37,20 @@ def test_help_lists_every_command_in_whole_sentences() -> None:
     # the program's own name and description, not LightningCLI's
     assert "pretrain a small CNN on some MNIST digits" in done.stdout
     assert "Lightning Trainer command line tool" not in done.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], []])
+def test_the_help_lists_the_real_commands_without_importing_torch(args: list[str]) -> None:
+    # The list is written by hand (help.COMMANDS, one sentence each): it must name LightningCLI's subcommands and
+    # the tools, no more and no fewer.
+    assert set(help.COMMANDS) - {"--version"} == set(TransferCLI.subcommands()) | set(TOOLS)
+    command = [sys.executable, "-X", "importtime", "-m", "lit_transfer", *args]  # every import, on stderr
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    heavy = {"torch", "torchvision", "lightning", "jsonargparse"} & {name.split(".")[0] for name in imported}
+    assert "lit_transfer.command_line.help" in imported and not heavy, heavy
+    assert done.stdout == help.top_level() + "\n" and done.returncode == (0 if args else 2)
+    assert "python -m lit_transfer fit --help" in done.stdout
 
 
 def test_fit_help_shows_the_projects_options_first_and_the_rest_on_request() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from helpers import CONFIGS, common_args, folder_args, only_run, results, run_cli, write_image_folder
 from torchvision.datasets import MNIST
 
@@ -24,10 +25,21 @@ def test_every_config_runs(config: Path, mnist_root: Path, tmp_path: Path) -> No
     args = common_args(mnist_root, tmp_path / "runs", "x")
     if "folder" in config.stem:  # an image folder's config: a folder of images, its cache under tmp_path
         args = folder_args(write_image_folder(tmp_path / "imgs"), tmp_path / "runs", "x", tmp_path / "cache")
+    if "finetune" in config.stem:  # no stage one here (the handoff: the tests below, and test_docs.py's Quick start)
+        args.append("--ckpt_path=null")
     run_cli("fit", "--config", config, *args, "--trainer.fast_dev_run=true")
     report = results(only_run(tmp_path / "runs" / "x"))
     assert report["test_images"] > 0
     assert report["stage"] == ("finetune" if "finetune" in config.stem else "pretrain")
+
+
+def test_stage_two_configs_start_from_their_stage_ones_newest_run() -> None:
+    configs = {c.stem: yaml.safe_load(c.read_text()) for c in FIT_CONFIGS}
+    stage_one = {"finetune": "pretrain", "reverse_finetune": "reverse_pretrain", "folder_finetune": "pretrain"}
+    assert {name for name, config in configs.items() if "ckpt_path" in config} == set(stage_one)
+    for two, one in stage_one.items():
+        root = configs[one]["trainer"]["default_root_dir"]
+        assert configs[two]["ckpt_path"] == f"{root}/latest/checkpoints/last.ckpt", two
 
 
 def pretrain(mnist_root: Path, runs: Path, *extra: str) -> Path:
@@ -122,7 +134,7 @@ def test_init_from_and_new_head_for_other_class_count(mnist_root: Path, tmp_path
 def test_frozen_stage_without_weights_says_so(mnist_root: Path, tmp_path: Path, caplog) -> None:
     runs = tmp_path / "runs"
     base = ["--config=configs/finetune.yaml", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
-    run_cli("fit", *base, *common_args(mnist_root, runs, "random"))
+    run_cli("fit", *base, *common_args(mnist_root, runs, "random"), "--ckpt_path=null")  # not the config's stage one
     assert "freezes layers but no weights were given (--ckpt_path or --model.init_from)" in caplog.text
     caplog.clear()
     run_cli("fit", *base, *common_args(mnist_root, runs, "transferred"), f"--ckpt_path={pretrain(mnist_root, runs)}")

@@ -1,8 +1,11 @@
-"""Untrusted checkpoints cannot run code: every load is weights-only, and our own files always load that way."""
+"""Untrusted checkpoints cannot run code: every load is weights-only, and our own files always load that way. Run
+folders are never shared, and the ``latest`` link never goes missing nor replaces a file of the user's."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import pickle
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import torch
 from helpers import common_args, run_cli
 
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, load_checkpoint
-from lit_transfer.command_line.run_dirs import claim_run_dir
+from lit_transfer.command_line.run_dirs import RUN_DIR_ENV, claim_run_dir, point_latest
 
 
 class Payload:
@@ -60,6 +63,7 @@ def test_our_checkpoints_hold_only_plain_values(mnist_root: Path, tmp_path: Path
         "fit",
         "--config=configs/finetune.yaml",
         *common_args(mnist_root, tmp_path / "runs", "x"),
+        "--ckpt_path=null",  # random features: no stage one needed
         "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=1",
     )
@@ -103,3 +107,57 @@ def test_runs_started_together_never_share_a_folder(tmp_path: Path) -> None:
             p.join(30)
         assert len(set(claimed)) == 8, sorted(claimed)
         assert sorted(p.name for p in root.iterdir()) == sorted(f"version_{i}" for i in range(8))
+
+
+def _read_latest(root: str, stop, queue) -> None:
+    missing = 0
+    while not stop.is_set():
+        try:
+            os.readlink(Path(root) / "latest")
+        except FileNotFoundError:
+            missing += 1
+    queue.put(missing)
+
+
+def test_latest_follows_each_finished_run_and_is_never_missing(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    first = claim_run_dir(root)
+    point_latest(first)
+    second = claim_run_dir(root)
+    assert second.name == "version_1"  # the link takes no version number
+    # Another process reads the link while it is pointed back and forth: a swap that removed the old link before
+    # placing the new one would leave moments without any.
+    ctx = multiprocessing.get_context("fork")
+    stop, queue = ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_read_latest, args=(str(root), stop, queue))
+    reader.start()
+    for _ in range(500):
+        point_latest(second)
+        point_latest(first)
+    point_latest(second)
+    stop.set()
+    missing = queue.get(timeout=30)
+    reader.join(30)
+    os.environ.pop(RUN_DIR_ENV, None)  # claim_run_dir's note for DDP workers
+    assert missing == 0
+    assert os.readlink(root / "latest") == "version_1"  # relative: the runs folder can move
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "version_0", "version_1"]  # no temporary left
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_users_own_latest_is_left_as_it_is(kind: str, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    root = tmp_path / "runs"
+    mine = root / "latest"
+    if kind == "folder":
+        mine.mkdir(parents=True)
+        (mine / "notes.txt").write_text("mine")
+    else:
+        root.mkdir()
+        mine.write_text("mine")
+    run = claim_run_dir(root)
+    os.environ.pop(RUN_DIR_ENV, None)
+    assert run.name == "version_0"
+    point_latest(run)
+    assert not mine.is_symlink() and (mine / "notes.txt" if kind == "folder" else mine).read_text() == "mine"
+    assert caplog.text.count(f"{mine} is not a link: left as it is, not pointed at version_0") == 1

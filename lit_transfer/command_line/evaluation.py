@@ -27,7 +27,7 @@ def refuse_shorthand(ckpt_path: str | None) -> None:
     if ckpt_path in ("last", "best"):
         raise UserError(
             f"--ckpt_path {ckpt_path} would look in this command's own new run folder: pass the checkpoint's path, "
-            "e.g. runs/pretrain/version_0/checkpoints/last.ckpt (each stage prints it)"
+            "e.g. runs/pretrain/latest/checkpoints/last.ckpt (stage one's newest finished run; each run prints its own)"
         )
 
 

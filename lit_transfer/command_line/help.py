@@ -5,23 +5,18 @@ Trainer first. Here the top-level help names every command (the tools and the st
 short help is built by jsonargparse from the same classes and docstrings as the real parser (so it cannot drift
 from it): the data, the model, freezing, checkpoints, speed and the common Trainer flags. ``--help-all`` shows
 LightningCLI's full help.
+
+The top-level help waits for no torch: ``python -m lit_transfer --help`` imports this module before anything imports
+torch (seconds, at every start), so Lightning and the classes are imported inside ``short``.
 """
 
 from __future__ import annotations
 
 import inspect
 
-import lightning as L
-from jsonargparse import ArgumentParser
-
-from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
-from lit_transfer.command_line import options
-from lit_transfer.data import DigitsDataModule
-from lit_transfer.module import TransferModule
-
 COMMANDS = {
-    "fit": "Train a stage (stage one: --config configs/pretrain.yaml; stage two: --config configs/finetune.yaml "
-    "--ckpt_path <stage one's checkpoint>), then test its final weights.",
+    "fit": "Train a stage (stage one: --config configs/pretrain.yaml; stage two: --config configs/finetune.yaml, "
+    "from runs/pretrain/latest), then test its final weights.",
     "validate": "Compute the validation loss and accuracy of a checkpoint on its own classes.",
     "test": "Compute the test loss, accuracy and per-class accuracy of a checkpoint on its own classes.",
     "predict": "Label the test images, or your own image files (--data.predict_path), with a checkpoint.",
@@ -41,14 +36,23 @@ def top_level() -> str:
         "",
         f"and the study: {STUDY}",
         "",
-        "Each command's own options: python -m lit_transfer <command> --help (fit, validate, test, predict: the",
-        "project's options first; --help-all for every option of Lightning's Trainer too).",
+        "Each command's own options: python -m lit_transfer <command> --help, e.g. python -m lit_transfer fit --help",
+        "(fit, validate, test, predict: the project's options first; --help-all for every option of Lightning's",
+        "Trainer too).",
     ]
     return "\n".join(lines)
 
 
 def short(subcommand: str) -> str:
     """A subcommand's options that this project adds or sets, built from the classes' signatures."""
+    import lightning as L
+    from jsonargparse import ArgumentParser
+
+    from lit_transfer.callbacks.last_checkpoint import LastCheckpoint
+    from lit_transfer.command_line import options
+    from lit_transfer.data import DigitsDataModule
+    from lit_transfer.module import TransferModule
+
     parser = ArgumentParser(
         prog=f"python -m lit_transfer {subcommand}",
         usage=f"python -m lit_transfer {subcommand} [--config FILE] [--ckpt_path CKPT] [options]",

@@ -1,9 +1,13 @@
-"""Each command's own run folder, and every logger writing into it.
+"""Each command's own run folder, every logger writing into it, and ``latest``: the stage's newest finished fit.
 
 Lightning's loggers pick the next ``version_<n>`` by listing the folder, which races when two runs start
 together, and each explicit logger would write under its own ``save_dir`` (``lightning_logs/version_0``). Here
 the folder is claimed once with an atomic ``mkdir``, and checkpoints, ``config.yaml``, the CSV and TensorBoard
 logs (and any logger a user names) and ``results.json`` all go into it.
+
+A finished ``fit`` points ``<stage>/latest`` at its folder (``runs/pretrain/latest -> version_3``), so that stage
+two's config can name stage one's checkpoint without a number. Version numbers count ``version_*`` folders only
+(here and in Lightning's loggers), so the link never takes one.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 from lit_transfer.errors import UserError
 
 RUN_DIR_ENV = "LIT_TRANSFER_RUN_DIR"  # how DDP worker processes learn the run directory rank 0 claimed
+LATEST = "latest"  # <stage>/latest -> version_<n>, the stage's newest finished fit
 
 
 def claim_run_dir(root: str | os.PathLike) -> Path:
@@ -49,6 +55,48 @@ def release_unused_run_dir() -> None:
     run_dir = os.environ.pop(RUN_DIR_ENV, None)
     if run_dir and Path(run_dir).is_dir() and not any(Path(run_dir).iterdir()):
         Path(run_dir).rmdir()
+
+
+def point_latest(run_dir: Path) -> None:
+    """Point ``<stage>/latest`` at ``run_dir`` (a relative link, so the folder can move), swapped in with one
+    ``rename``: a reader sees the old folder or the new one, never no link. A file or folder named ``latest`` that is
+    not a link is the user's own, and stays (with a warning)."""
+    link = run_dir.parent / LATEST
+    if link.exists() and not link.is_symlink():
+        rank_zero_info(f"lit_transfer: warning: {link} is not a link: left as it is, not pointed at {run_dir.name}")
+        return
+    temporary = run_dir.parent / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        temporary.unlink(missing_ok=True)  # left by a process of the same id that was killed here
+        temporary.symlink_to(run_dir.name, target_is_directory=True)
+        os.replace(temporary, link)  # one rename(2); onto a folder made meanwhile it fails and the folder stays
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        rank_zero_info(f"lit_transfer: warning: {link} not pointed at {run_dir.name}: {err}")
+
+
+def follow_latest(ckpt_path: str | None, data_options: str = "") -> str | None:
+    """``ckpt_path`` with a ``<stage>/latest`` link in it replaced by the folder it points at, so that the run
+    records ``runs/pretrain/version_3/...`` (that run's for good), not a link that moves on. A checkpoint under a
+    ``latest`` that is not there means that stage has not finished a fit here: one line with the command that
+    trains it (``configs/<stage>.yaml`` with ``data_options``, the data options of this command line)."""
+    parts = Path(ckpt_path).parts if ckpt_path else ()
+    if LATEST not in parts[1:]:
+        return ckpt_path
+    at = parts.index(LATEST, 1)
+    stage, link = Path(*parts[:at]), Path(*parts[: at + 1])
+    if not Path(ckpt_path).is_file():
+        config = Path("configs") / f"{stage.name}.yaml"
+        command = (
+            f"python -m lit_transfer fit --config {config}{data_options}"
+            if config.is_file()
+            else f"a fit with --trainer.default_root_dir {stage}"
+        )
+        why = f"{link} holds no such file" if link.exists() else f"{stage} has no finished run yet"
+        raise UserError(f"{ckpt_path} does not exist ({why}): first run {command}, or give --ckpt_path another one")
+    if not link.is_symlink():
+        return ckpt_path  # the user's own folder named latest
+    return str(stage / os.readlink(link) / Path(*parts[at + 1 :]))
 
 
 def loggers_into(logger: Any, run_dir: Path) -> Any:

@@ -65,7 +65,7 @@ def pick_pair(root: str | Path, source: str | None = None, target: str | None = 
         if not stage_two:
             raise UserError(
                 f"no stage-two checkpoint (a last.ckpt from a run with frozen layers) under {root}/: train stage two "
-                "(python -m lit_transfer fit --config configs/finetune.yaml --ckpt_path <stage one's last.ckpt>) "
+                "(python -m lit_transfer fit --config configs/finetune.yaml, after stage one) "
                 "or pass --target"
             )
         target_path = (from_source or stage_two)[0].path

@@ -23,6 +23,7 @@ from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
 from lit_transfer.checkpoint import class_names, load_network
+from lit_transfer.command_line import run_dirs
 from lit_transfer.errors import UserError
 from lit_transfer.model import Backbone, Head, has_batch_norm
 
@@ -102,6 +103,8 @@ def export(ckpt_path: str, format: Format = "onnx", output: str | None = None, s
             web: the folder ``<name>-web``).
         source_ckpt: web only: stage one's checkpoint; default: the one stage two was trained from.
     """
+    # runs/<stage>/latest/... -> runs/<stage>/version_<n>/...: the export records the run it came from
+    ckpt_path = run_dirs.follow_latest(ckpt_path) or ckpt_path
     if format == "web":
         from lit_transfer.export.web import write_web
 
