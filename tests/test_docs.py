@@ -132,11 +132,17 @@ QUICK = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4", "--t
 QUICK += ["--trainer.limit_test_batches", "2"]
 
 
+def readme_commands(title: str, command: str) -> list[list[str]]:
+    """The commands of the bash block in the README's section ``title`` that runs ``command`` (comments dropped)."""
+    section = (REPO / "README.md").read_text().split(f"\n## {title}\n")[1].split("\n## ")[0]
+    (block,) = [b for b in re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M) if command in b]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(line, comments=True) for line in lines if line.strip()]
+
+
 def quick_start_commands() -> list[list[str]]:
     """The Quick start's training block: the bash block of the README's Quick start that runs ``fit``."""
-    section = (REPO / "README.md").read_text().split("\n## Quick start\n")[1].split("\n## ")[0]
-    (block,) = [b for b in re.findall(r"^```bash\n(.*?)^```", section, re.S | re.M) if "lit_transfer fit" in b]
-    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return readme_commands("Quick start", "lit_transfer fit")
 
 
 def lit_transfer(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -170,6 +176,17 @@ def test_the_quick_start_runs_as_pasted_and_so_does_the_printed_next_command(tmp
     again = torch.load(runs / "finetune/version_1/checkpoints/last.ckpt", weights_only=True)
     assert torch.equal(source["state_dict"]["backbone.conv1.weight"], again["state_dict"]["backbone.conv1.weight"])
     assert os.readlink(runs / "finetune" / "latest") == "version_1"
+    # then the README's web page, exported as written from the newest stage two
+    if not (REPO / "lit_transfer/export/page/node_modules").is_dir():
+        return  # tests/test_web.py says why it skips
+    export, _ = readme_commands("The lesson in a browser", "lit_transfer export")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = process_guard.run([sys.executable, *export[1:]], timeout=300, capture_output=True, text=True,
+                             cwd=checkout, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = checkout / export[export.index("--output") + 1]
+    assert (page / "index.html").is_file()
+    assert '"checkpoint": "runs/finetune/version_1/checkpoints/last.ckpt"' in (page / "models.js").read_text()
 
 
 @pytest.mark.parametrize(("epochs", "expected"), [(1, "training: 1 epoch, "), (5, "training: 5 epochs, ")])

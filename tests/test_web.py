@@ -111,6 +111,7 @@ def screenshot(tab, tmp_path: Path, name: str) -> Path:
 
 def draw(tab, selector: str, lines: list[list[tuple[float, float]]]) -> None:
     """Mouse strokes on a canvas, points as fractions of its size."""
+    tab.locator(selector).scroll_into_view_if_needed()  # the mouse reaches what the viewport shows
     box = tab.locator(selector).bounding_box()
     for stroke in lines:
         points = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in stroke]
