@@ -16,7 +16,7 @@ import torch
 from helpers import REPO, common_args, only_run, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lit_transfer.callbacks.interrupt import Interrupt
+from lit_transfer.callbacks.interrupt import Interrupt, resume_command
 
 
 def fit(mnist_root: Path, runs: Path, name: str, config: str = "pretrain", *extra: str) -> Path:
@@ -137,6 +137,46 @@ def test_interrupted_run_saves_and_prints_the_command_that_resumes_it(signum, mn
     assert resumed["global_step"] == reference["global_step"] == 18
     for key, value in reference["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def test_a_signal_in_process_saves_the_batch_in_progress_and_names_the_resume_command(
+    mnist_root: Path, tmp_path: Path, capsys
+) -> None:
+    # The subprocess test above, in this process (seconds): SIGTERM after step 3 stops there with last.ckpt of step 3,
+    # exit code 128 + 15 as a shell reports it, the command that resumes, and the handlers put back.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    args = ["fit", "--config=configs/pretrain.yaml", *common_args(mnist_root, tmp_path / "runs", "a"),
+            "--data.batch_size=8", "--trainer.max_epochs=2", "--trainer.callbacks+=crash.SignalAt",
+            "--trainer.callbacks.step=3", f"--trainer.callbacks.signum={int(signal.SIGTERM)}"]  # fmt: skip
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(*args)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    last = only_run(tmp_path / "runs" / "a") / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("lit_transfer: interrupted by SIGTERM at step 3 (epoch 0); saved ")
+    assert shlex.split(line.split("resume with: ")[1]) == ["python", "-m", "lit_transfer", *args, f"--ckpt_path={last}"]
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+
+
+def test_the_resume_command_replaces_any_earlier_checkpoint_and_quotes_what_needs_it() -> None:
+    command = ["fit", "--ckpt_path", "old.ckpt", "--data.data_dir=my data", "--ckpt_path=older.ckpt", "--x", "1"]
+    resumed = resume_command(command, Path("runs/a/version_0/checkpoints/last.ckpt"))
+    assert resumed == (
+        "python -m lit_transfer fit '--data.data_dir=my data' --x 1 --ckpt_path=runs/a/version_0/checkpoints/last.ckpt"
+    )
+
+
+def test_a_second_ctrl_c_stops_at_once_and_a_second_sigterm_does_not() -> None:
+    interrupt = Interrupt([])
+    interrupt._request(signal.SIGTERM, None)
+    interrupt._request(signal.SIGTERM, None)  # a scheduler may repeat its SIGTERM: still a clean stop
+    assert interrupt.requested == signal.SIGTERM
+    with pytest.raises(KeyboardInterrupt):
+        interrupt._request(signal.SIGINT, None)
+    first = Interrupt([])
+    first._request(signal.SIGINT, None)  # the first Ctrl-C only asks
+    assert first.requested == signal.SIGINT
 
 
 def test_interrupt_leaves_an_ignored_sigint_ignored() -> None:
