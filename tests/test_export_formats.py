@@ -5,6 +5,7 @@ it prints; never over an existing file. (tests/test_export.py runs each format i
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import warnings
@@ -169,3 +170,31 @@ def test_a_trained_module_is_exported_from_a_copy(folder_stage: dict) -> None:
     with torch.no_grad():
         expected = module.eval()(images).softmax(1)
     assert torch.allclose(scripted(images.unsqueeze(1).float() / 255), expected, atol=1e-6)
+
+
+def test_web_folder_beside_the_checkpoint_holds_both_stages(folder_stage: dict, tmp_path: Path, capsys) -> None:
+    # The browser's side is tests/test_web.py (slow); here what the export writes: the folder and both networks.
+    from lit_transfer.export import web
+
+    if not all((web.PAGE / "node_modules" / name).is_file() for name in web.RUNTIME):
+        pytest.skip(f"the page's runtime is not installed: npm ci --ignore-scripts --prefix {web.PAGE}")
+    checkpoint = tmp_path / "stage.ckpt"
+    checkpoint.write_bytes(folder_stage["checkpoint"].read_bytes())
+    main(["--ckpt_path", str(checkpoint), "--format", "web"])
+    folder = tmp_path / "stage-web"
+    assert f"wrote {folder}/" in capsys.readouterr().out
+    script = (folder / "models.js").read_text()
+    models = json.loads(script.split("window.LIT_TRANSFER_MODELS = ", 1)[1].rstrip().rstrip(";"))
+    one, two = models["stages"]["one"], models["stages"]["two"]
+    assert (one["frozen"], two["frozen"], two["classes"], two["checkpoint"]) == (False, True, NAMES, str(checkpoint))
+    assert one["classes"] == ["5", "6", "7", "8", "9"] and models["features"] == "fc1"
+    # every weight, float32: the notebook's 600,165 parameters, less fc2's 2 x 129 for 3 classes instead of 5
+    for stage, parameters in ((one, 600_165), (two, 600_165 - 2 * 129)):
+        sizes = [torch.Size(spec["shape"]).numel() for spec in stage["weightSpecs"]]
+        assert len(base64.b64decode(stage["weights"])) == 4 * sum(sizes) == 4 * parameters
+    with pytest.raises(SystemExit) as exit_info:  # again: never over the folder
+        main(["--ckpt_path", str(checkpoint), "--format", "web"])
+    assert "already exists" in str(exit_info.value)
+    with pytest.raises(SystemExit) as exit_info:  # --source_ckpt belongs to the web format only
+        main(["--ckpt_path", str(checkpoint), "--format", "pt2", "--source_ckpt", str(checkpoint)])
+    assert "--source_ckpt is for --format web only" in str(exit_info.value)
