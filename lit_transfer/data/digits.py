@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 from pathlib import Path
 from typing import Literal
@@ -32,29 +33,39 @@ def check_digits(digits: list[int]) -> None:
         raise UserError(f"--data.digits repeats {repeated}: list each digit once, e.g. '[0,1,2,3,4]'")
 
 
-def check_idx_file(path: Path, magic: int, ndim: int) -> int:
-    """Check an IDX file's header against its size; return its item count. torchvision only asserts."""
-    with open(path, "rb") as f:
-        header = f.read(4 + 4 * ndim)
-    if len(header) < 4 + 4 * ndim or int.from_bytes(header[:4], "big") != magic:
+def read_idx(path: Path, magic: int, ndim: int) -> Tensor:
+    """An IDX file (uncompressed, or gzipped as distributions ship them: ``.gz``) as a uint8 tensor, after a check of
+    its header against its size that names what is wrong (torchvision only asserts)."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise UserError(f"{path} cannot be read ({err}): replace it with the original file") from None
+    header = 4 + 4 * ndim
+    if len(data) < header or int.from_bytes(data[:4], "big") != magic:
         raise UserError(
             f"{path} is not an IDX file of the expected kind (magic number {magic:#x}): "
-            "replace it with the original uncompressed file"
+            "replace it with the original file"
         )
-    dims = [int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = len(header) + math.prod(dims)
-    if (actual := path.stat().st_size) != expected:
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if len(data) != (expected := header + math.prod(dims)):
         raise UserError(
-            f"{path} holds {actual} bytes but its header promises {expected} (truncated or damaged): "
-            "replace it with the original uncompressed file"
+            f"{path} holds {len(data)} bytes but its header promises {expected} (truncated or damaged): "
+            "replace it with the original file"
         )
-    return dims[0]
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).view(dims)
+
+
+# Where to get a dataset's files when they are missing, besides --data.download (Debian packages one of them)
+WHERE = {
+    "fashion_mnist": "on Debian `apt-get install dataset-fashion-mnist` installs them gzipped in "
+    "/usr/share/datasets/fashion-mnist/: link that folder as {raw} (ln -s /usr/share/datasets/fashion-mnist {raw})",
+}
 
 
 class DigitsDataModule(ImagesDataModule):
     """MNIST-style digits (MNIST, Fashion-MNIST, KMNIST) filtered to ``digits``: label ``i`` is the real digit
-    ``digits[i]``. Read by torchvision's dataset classes (their ``.data``/``.targets``), after a check of the IDX
-    files that names what is wrong."""
+    ``digits[i]``. The IDX files are read here (uncompressed or gzipped, each checked with an error that names what
+    is wrong); torchvision's dataset classes download them."""
 
     def __init__(
         self,
@@ -71,7 +82,7 @@ class DigitsDataModule(ImagesDataModule):
         """
         Args:
             data_dir: Root in torchvision's layout: the files are read from ``<data_dir>/MNIST/raw/``
-                (``FashionMNIST``, ``KMNIST`` for the other datasets).
+                (``FashionMNIST``, ``KMNIST`` for the other datasets), uncompressed or gzipped (``.gz``).
             digits: The classes to keep, in label order: label ``i`` is digit ``digits[i]``.
             dataset: Which torchvision dataset class reads the files.
             download: Download the files into ``data_dir`` when they are missing.
@@ -97,8 +108,12 @@ class DigitsDataModule(ImagesDataModule):
     def raw_folder(self) -> Path:
         return Path(self.data_dir) / DATASETS[self.dataset].__name__ / "raw"
 
+    def locate(self, stem: str) -> Path | None:
+        """The IDX file ``stem`` in the raw folder, uncompressed or gzipped (``<stem>.gz``); None if neither."""
+        return next((p for p in (self.raw_folder / stem, self.raw_folder / f"{stem}.gz") if p.is_file()), None)
+
     def _files_present(self) -> bool:
-        return all((self.raw_folder / stem).is_file() for files in IDX_FILES.values() for stem, _, _ in files)
+        return all(self.locate(stem) for files in IDX_FILES.values() for stem, _, _ in files)
 
     def prepare_data(self) -> None:
         """Download if asked and needed; otherwise fail early with where we looked and how to lay files out."""
@@ -117,33 +132,33 @@ class DigitsDataModule(ImagesDataModule):
         hint = ""
         if (Path(self.data_dir) / "train-images-idx3-ubyte").is_file():
             hint = f" (the files are directly in {self.data_dir}: pass its grandparent as --data.data_dir)"
+        where = f"; {WHERE[self.dataset].format(raw=self.raw_folder)}" if self.dataset in WHERE else ""
         raise UserError(
-            f"{self.dataset} not found in {self.raw_folder}/ and {reason}{hint}: put the four uncompressed IDX "
-            f"files ({stems}) there, or point --data.data_dir at the folder that holds "
-            f"{DATASETS[self.dataset].__name__}/raw/"
+            f"{self.dataset} not found in {self.raw_folder}/ and {reason}{hint}: put the four IDX files ({stems}; "
+            f"uncompressed or .gz) there, or point --data.data_dir at the folder that holds "
+            f"{DATASETS[self.dataset].__name__}/raw/{where}"
         )
 
     def read(self, split: str) -> tuple[Tensor, Tensor, Tensor]:
         """The split's images and labels of the chosen digits, and their positions in the IDX files."""
         self.prepare_data()  # a clear error also when setup() is called without prepare_data()
         (images_file, *images_spec), (labels_file, *labels_spec) = IDX_FILES[split]
-        n_images = check_idx_file(self.raw_folder / images_file, *images_spec)
-        n_labels = check_idx_file(self.raw_folder / labels_file, *labels_spec)
-        if n_images != n_labels:
+        images_path, labels_path = self.locate(images_file), self.locate(labels_file)
+        images, labels = read_idx(images_path, *images_spec), read_idx(labels_path, *labels_spec).long()
+        if len(images) != len(labels):
             raise UserError(
-                f"{self.raw_folder / images_file} holds {count(n_images, 'image')} but {labels_file} holds "
-                f"{count(n_labels, 'label')}: the files come from different sets; replace them with matching originals"
+                f"{images_path} holds {count(len(images), 'image')} but {labels_path.name} holds "
+                f"{count(len(labels), 'label')}: the files come from different sets; replace them with matching "
+                "originals"
             )
-        ds = DATASETS[self.dataset](self.data_dir, train=split == "train", download=False)
-        images, labels = ds.data, ds.targets
         if (bad := labels.ge(10).sum().item()) or labels.lt(0).any():
-            raise UserError(f"{self.raw_folder / labels_file} has {count(bad, 'label')} outside 0-9: replace the file")
+            raise UserError(f"{labels_path} has {count(bad, 'label')} outside 0-9: replace the file")
         # Keep the chosen digits and remap to 0..k-1 in the order given (lookup table: digit -> label).
         lookup = torch.full((10,), -1, dtype=torch.long)
         lookup[self.digits] = torch.arange(len(self.digits))
         keep = lookup[labels] >= 0
         if not keep.any():
-            raise UserError(f"no image of digits {self.digits} in {self.raw_folder / labels_file}")
+            raise UserError(f"no image of digits {self.digits} in {labels_path}")
         return images[keep].contiguous(), lookup[labels[keep]], keep.nonzero().squeeze(1)
 
     def __repr__(self) -> str:

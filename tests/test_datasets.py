@@ -1,0 +1,69 @@
+"""The MNIST-family IDX files as DigitsDataModule reads them: uncompressed or gzipped (as Debian's
+``dataset-fashion-mnist`` installs Fashion-MNIST), with a one-line error that says where to get missing ones."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import common_args, run_cli, write_mnist
+
+from lit_transfer.data import DigitsDataModule
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def gzipped(raw: Path) -> None:
+    """Each IDX file in ``raw`` replaced by its ``.gz``, as distributions ship them."""
+    for path in list(raw.iterdir()):
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_gzipped_files_give_the_same_images_labels_and_positions(split: str, tmp_path: Path) -> None:
+    plain = write_mnist(tmp_path / "plain", folder="FashionMNIST")
+    packed = write_mnist(tmp_path / "packed", folder="FashionMNIST")
+    gzipped(packed / "FashionMNIST" / "raw")
+    digits = [0, 3, 9]
+    a = DigitsDataModule(str(plain), digits, dataset="fashion_mnist", download=False).read(split)
+    b = DigitsDataModule(str(packed), digits, dataset="fashion_mnist", download=False).read(split)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    assert set(a[1].tolist()) == {0, 1, 2}
+
+
+def test_a_damaged_gzip_names_the_file(tmp_path: Path, capsys) -> None:
+    root = write_mnist(tmp_path / "data", folder="FashionMNIST")
+    raw = root / "FashionMNIST" / "raw"
+    gzipped(raw)
+    damaged = raw / "train-images-idx3-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-40])
+    args = ["fit", "--config=configs/pretrain.yaml", *common_args(root, tmp_path / "runs", "a")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args, "--data.dataset=fashion_mnist")
+    assert str(damaged) in str(exit_info.value) and len(str(exit_info.value).splitlines()) == 1
+
+
+def test_missing_fashion_mnist_names_the_files_and_debians_package(tmp_path: Path) -> None:
+    args = ["fit", "--config=configs/pretrain.yaml", *common_args(tmp_path / "empty", tmp_path / "runs", "a")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args, "--data.dataset=fashion_mnist")
+    message = str(exit_info.value)
+    assert len(message.splitlines()) == 1 and "train-images-idx3-ubyte" in message
+    raw = tmp_path / "empty" / "FashionMNIST" / "raw"
+    assert "apt-get install dataset-fashion-mnist" in message and f"ln -s {DEBIAN_FASHION} {raw}" in message
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist (as root)")
+def test_debians_fashion_mnist_is_read_as_installed(tmp_path: Path) -> None:
+    (tmp_path / "FashionMNIST").mkdir()
+    (tmp_path / "FashionMNIST" / "raw").symlink_to(DEBIAN_FASHION)  # what the error above tells a user to do
+    data = DigitsDataModule(str(tmp_path), list(range(10)), dataset="fashion_mnist", download=False)
+    for split, n in (("train", 60_000), ("test", 10_000)):
+        images, labels, positions = data.read(split)
+        assert images.shape == (n, 28, 28) and images.dtype == torch.uint8
+        assert torch.equal(labels.bincount(), torch.full((10,), n // 10))  # balanced, as Fashion-MNIST is
+        assert torch.equal(positions, torch.arange(n))
