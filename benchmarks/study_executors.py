@@ -31,7 +31,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STUDIES = {
-    # the whole study, 120 runs (configs/study.yaml as it is)
+    # the whole study (configs/study.yaml as it is)
     "full": ["--config", "configs/study.yaml"],
     # every condition, 24 runs of 1 epoch (the README's --quick)
     "quick": ["--config", "configs/study.yaml", "--quick"],

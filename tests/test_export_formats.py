@@ -198,3 +198,36 @@ def test_web_folder_beside_the_checkpoint_holds_both_stages(folder_stage: dict, 
     with pytest.raises(SystemExit) as exit_info:  # --source_ckpt belongs to the web format only
         main(["--ckpt_path", str(checkpoint), "--format", "pt2", "--source_ckpt", str(checkpoint)])
     assert "--source_ckpt is for --format web only" in str(exit_info.value)
+
+
+# The network rebuilt from the safetensors JSON alone, with torch.nn only (its layers are torch.nn constructors), as
+# docs/own-data.md tells a user without lit_transfer to do it.
+def test_the_safetensors_json_rebuilds_the_network_with_torch_nn_only(folder_stage: dict, tmp_path: Path) -> None:
+    from collections import OrderedDict
+
+    from safetensors.torch import load_file
+
+    output = tmp_path / "model.safetensors"
+    main(["--ckpt_path", str(folder_stage["checkpoint"]), "--format", "safetensors", "--output", str(output)])
+    info = json.loads(output.with_suffix(".json").read_text())
+    assert info["architecture"]["lit_transfer"] == "lit_transfer.export.Probabilities(Backbone(), Head(3))"
+    assert info["architecture"]["output"] == "softmax over dim 1 of head(backbone(images))"
+    parts = {
+        part: torch.nn.Sequential(OrderedDict((name, eval("torch.nn." + call)) for name, call in layers))
+        for part, layers in info["architecture"]["parts"].items()
+    }
+    model = torch.nn.Sequential(OrderedDict(parts))
+    model.load_state_dict(load_file(str(output)))
+    images = some_images(folder_stage, tmp_path)
+    with torch.no_grad():
+        rebuilt = model.eval()(images.unsqueeze(1).float() / 255).softmax(1)
+    assert torch.allclose(rebuilt, pytorch_probabilities(folder_stage["checkpoint"], images), atol=1e-6)
+
+
+def test_the_exported_copy_is_frozen_and_the_module_is_not(folder_stage: dict) -> None:
+    from lit_transfer.export import probabilities_model
+
+    module = TransferModule(num_classes=3)
+    exported = probabilities_model(module)
+    assert not exported.training and not any(p.requires_grad for p in exported.parameters())
+    assert module.training and all(p.requires_grad for p in module.parameters())

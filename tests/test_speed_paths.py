@@ -47,6 +47,18 @@ def test_loader_resumes_mid_epoch_where_it_stopped() -> None:
     assert sorted(torch.cat(seen + rest).tolist()) == list(range(10))
 
 
+def test_a_checkpoint_from_the_end_of_an_epoch_skips_nothing_of_the_next() -> None:
+    # Saved after the last batch of epoch 2 (batches_done == len): the next epoch is whole, not skipped; a state
+    # from the middle skips what was trained, however many batches that was (here all but the last).
+    images, labels = torch.arange(10).view(10, 1), torch.arange(10)
+    loader = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    loader.load_state_dict({"epoch": 2, "batches_done": len(loader)})
+    loader.sampler.set_epoch(3)  # Lightning starts the next epoch
+    assert sorted(torch.cat([y for _, y in loader]).tolist()) == list(range(10))
+    loader.load_state_dict({"epoch": 2, "batches_done": len(loader) - 1})
+    assert len(list(loader)) == 1
+
+
 def finetune_weights(mnist_root: Path, runs: Path, name: str, source: Path, *extra: str) -> dict:
     run_cli(
         "fit",

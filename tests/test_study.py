@@ -23,6 +23,7 @@ from lit_transfer.study.report import versus
 from lit_transfer.study.runner import build_parser, main
 from lit_transfer.study.stats import Stat
 
+DIRECTIONS = ["5-9 -> 0-4", "0-4 -> 5-9", "MNIST -> Fashion-MNIST", "Fashion-MNIST -> MNIST"]
 PLOTS = ["accuracy_vs_labels.png", "accuracy_vs_epoch.png", "accuracy_vs_depth.png", "confusion.png"]
 CONDITIONS = ["transfer_frozen", "transfer_finetune", "scratch", "random_frozen"]
 
@@ -37,6 +38,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """The ``--quick`` study, run once for the tests of its report: (data_dir, report folder, console output)."""
     tmp = tmp_path_factory.mktemp("study")
     data, out = write_mnist(tmp / "data"), tmp / "report"
+    write_mnist(data, folder="FashionMNIST")  # the cross-dataset directions' other dataset (synthetic too)
     console = io.StringIO()  # capsys is function-scoped
     with contextlib.redirect_stdout(console):
         main(["--config", str(REPO / "configs/study.yaml"), "--quick", *study_args(data, out)])
@@ -58,33 +60,40 @@ def test_csv_has_one_row_per_run(quick: tuple[Path, Path, str]) -> None:
     _, out, console = quick
     rows = read_csv(out)
     # per direction: 1 source run + 2 budgets x 4 conditions + 3 freezing depths; 1 seed with --quick
-    assert len(rows) == 2 * (1 + 2 * 4 + 3)
-    assert {r["direction"] for r in rows} == {"5-9 -> 0-4", "0-4 -> 5-9"}
-    for direction in ("5-9 -> 0-4", "0-4 -> 5-9"):
+    assert len(rows) == 4 * (1 + 2 * 4 + 3)
+    assert {r["direction"] for r in rows} == set(DIRECTIONS)
+    for direction in DIRECTIONS:
         mine = [r for r in rows if r["direction"] == direction]
         assert sorted((r["condition"], r["labels_per_class"]) for r in mine if r["condition"] in CONDITIONS) == sorted(
-            (c, b) for c in CONDITIONS for b in ("10", "100")
+            (c, b) for c in CONDITIONS for b in ("3", "100")
         )
         assert sorted(r["depth"] for r in mine if r["condition"] == "transfer_depth") == ["1", "2", "3"]
     for r in rows:
         assert 0 <= float(r["test_acc"]) <= 1
         assert float(r["train_time_s"]) > 0 and r["epochs"] == "1"
         assert (out / r["run_dir"] / "results.json").is_file()
-    assert "[24/24]" in console and "left" in console  # progress with runs left and time left
+    # across datasets every class of both: MNIST's 10 digits, then Fashion-MNIST's 10 classes (and back)
+    across = [r for r in rows if r["direction"] == "MNIST -> Fashion-MNIST"]
+    assert {r["digits"] for r in across} == {"0 1 2 3 4 5 6 7 8 9"}
+    source = next(r for r in across if r["condition"] == "pretrain")
+    assert json.loads((out / source["run_dir"] / "results.json").read_text())["dataset"] == "mnist"
+    frozen = next(r for r in across if r["condition"] == "transfer_frozen")
+    assert json.loads((out / frozen["run_dir"] / "results.json").read_text())["dataset"] == "fashion_mnist"
+    assert "[48/48]" in console and "left" in console  # progress with runs left and time left
 
 
 def test_report_table_lists_every_condition_with_mean_and_std(quick: tuple[Path, Path, str]) -> None:
     _, out, _ = quick
     report = (out / "report.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ") and "→" in line]
-    assert len(table) == 24  # one group per run with a single seed
+    assert len(table) == 48  # one group per run with a single seed
     for line in table:
         assert re.search(r"\| [\d,]+ \| \d+\.\d\d ± (n/a|\d+\.\d\d) \| 1 \| \d+\.\d \|$", line), line
     for name in ("backbone frozen", "fine-tuned", "from scratch", "random backbone", "n=1", "n=2", "n=3", "source"):
         assert sum(name in line for line in table) >= 2, name  # in both directions
     rows = read_csv(out)
-    scratch = mean_pct(rows, direction="5-9 -> 0-4", condition="scratch", labels_per_class="10")
-    assert f"| 5-9 → 0-4 | from scratch | 10 | 4 | {scratch} ± n/a |" in report  # 50 images: 4 batches of 16
+    scratch = mean_pct(rows, direction="5-9 -> 0-4", condition="scratch", labels_per_class="3")
+    assert f"| 5-9 → 0-4 | from scratch | 3 | 1 | {scratch} ± n/a |" in report  # 15 images: 1 batch of 16
 
 
 def test_answer_numbers_come_from_the_csv(quick: tuple[Path, Path, str]) -> None:
@@ -101,12 +110,14 @@ def test_answer_numbers_come_from_the_csv(quick: tuple[Path, Path, str]) -> None
         (forward, "transfer_frozen", "100"),  # the notebook's transfer at the main budget
         (forward, "scratch", "100"),
         (forward, "random_frozen", "100"),
-        (forward, "transfer_frozen", "10"),  # with only 10 labels per digit
-        (forward, "scratch", "10"),
+        (forward, "transfer_frozen", "3"),  # with only 3 labels per class
+        (forward, "scratch", "3"),
         (forward, "transfer_finetune", "100"),
         (reverse, "transfer_frozen", "100"),
         (reverse, "scratch", "100"),
     ]
+    for across in ("MNIST -> Fashion-MNIST", "Fashion-MNIST -> MNIST"):  # where transfer stops paying
+        expected += [(across, c, b) for b in ("100", "3") for c in ("transfer_frozen", "scratch")]
     numbers = re.findall(r"(\d+\.\d\d)%", answer)
     wanted = [mean_pct(rows, direction=d, condition=c, labels_per_class=b) for d, c, b in expected]
     assert numbers == wanted, answer
@@ -127,15 +138,15 @@ def test_plots_are_real_pngs(quick: tuple[Path, Path, str]) -> None:
 def test_rerun_repeats_only_the_missing_run(quick: tuple[Path, Path, str], tmp_path: Path, capsys) -> None:
     data, out, _ = quick
     copy = shutil.copytree(out, tmp_path / "report")
-    missing = copy / "runs/59to04/scratch/labels10/seed0"
+    missing = copy / "runs/59to04/scratch/labels3/seed0"
     (next(missing.glob("version_*")) / "results.json").unlink()
     done = {p: p.stat().st_mtime_ns for p in copy.glob("runs/**/done.json") if p.parent != missing}
     main(["--config", str(REPO / "configs/study.yaml"), "--quick", *study_args(data, copy)])
     console = capsys.readouterr().out
-    assert "23 already done, 1 to go" in console
-    assert console.count("[") == 1 and "[4/24] runs/59to04/scratch/labels10/seed0" in console
+    assert "47 already done, 1 to go" in console
+    assert console.count("[") == 1 and "[4/48] runs/59to04/scratch/labels3/seed0" in console
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # the others were not run again
-    assert len(read_csv(copy)) == 24
+    assert len(read_csv(copy)) == 48
 
 
 def test_seed_preset_runs_only_the_notebook_stages(tmp_path: Path) -> None:
@@ -177,8 +188,8 @@ def test_std_and_gap_with_several_seeds() -> None:
 
 def test_config_matches_the_signature() -> None:
     config = build_parser().parse_args(["--config", str(REPO / "configs/study.yaml")])
-    assert config.seeds == 3 and config.label_budgets == [10, 100, 1000, None] and config.quick is False
-    assert config.directions == ["59to04", "04to59"]
+    assert config.seeds == 3 and config.label_budgets == [1, 3, 5, 10, 100, 1000, None] and config.quick is False
+    assert config.directions == ["59to04", "04to59", "mnist_to_fashion", "fashion_to_mnist"]
 
 
 @pytest.mark.parametrize(

@@ -55,11 +55,10 @@ def read_idx(path: Path, magic: int, ndim: int) -> Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).view(dims)
 
 
-# Where to get a dataset's files when they are missing, besides --data.download (Debian packages one of them)
-WHERE = {
-    "fashion_mnist": "on Debian `apt-get install dataset-fashion-mnist` installs them gzipped in "
-    "/usr/share/datasets/fashion-mnist/: link that folder as {raw} (ln -s /usr/share/datasets/fashion-mnist {raw})",
-}
+# Where a distribution installs a dataset's files, read when <data_dir> does not hold them (Debian's package
+# dataset-fashion-mnist: the four files, gzipped)
+SYSTEM_FOLDERS = {"fashion_mnist": Path("/usr/share/datasets/fashion-mnist")}
+PACKAGES = {"fashion_mnist": "on Debian: apt-get install dataset-fashion-mnist, which is read from {folder}/"}
 
 
 class DigitsDataModule(ImagesDataModule):
@@ -83,6 +82,7 @@ class DigitsDataModule(ImagesDataModule):
         Args:
             data_dir: Root in torchvision's layout: the files are read from ``<data_dir>/MNIST/raw/``
                 (``FashionMNIST``, ``KMNIST`` for the other datasets), uncompressed or gzipped (``.gz``).
+                Fashion-MNIST is also found where Debian's ``dataset-fashion-mnist`` installs it.
             digits: The classes to keep, in label order: label ``i`` is digit ``digits[i]``.
             dataset: Which torchvision dataset class reads the files.
             download: Download the files into ``data_dir`` when they are missing.
@@ -106,14 +106,24 @@ class DigitsDataModule(ImagesDataModule):
 
     @property
     def raw_folder(self) -> Path:
-        return Path(self.data_dir) / DATASETS[self.dataset].__name__ / "raw"
+        """``<data_dir>/<Dataset>/raw``, torchvision's layout; else the system's copy where that has the files."""
+        own = Path(self.data_dir) / DATASETS[self.dataset].__name__ / "raw"
+        system = SYSTEM_FOLDERS.get(self.dataset)
+        if not self._complete(own) and system is not None and self._complete(system):
+            return system
+        return own
 
-    def locate(self, stem: str) -> Path | None:
-        """The IDX file ``stem`` in the raw folder, uncompressed or gzipped (``<stem>.gz``); None if neither."""
-        return next((p for p in (self.raw_folder / stem, self.raw_folder / f"{stem}.gz") if p.is_file()), None)
+    @staticmethod
+    def locate(folder: Path, stem: str) -> Path | None:
+        """The IDX file ``stem`` in ``folder``, uncompressed or gzipped (``<stem>.gz``); None if neither."""
+        return next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+
+    @classmethod
+    def _complete(cls, folder: Path) -> bool:
+        return all(cls.locate(folder, stem) for files in IDX_FILES.values() for stem, _, _ in files)
 
     def _files_present(self) -> bool:
-        return all(self.locate(stem) for files in IDX_FILES.values() for stem, _, _ in files)
+        return self._complete(self.raw_folder)
 
     def prepare_data(self) -> None:
         """Download if asked and needed; otherwise fail early with where we looked and how to lay files out."""
@@ -132,7 +142,8 @@ class DigitsDataModule(ImagesDataModule):
         hint = ""
         if (Path(self.data_dir) / "train-images-idx3-ubyte").is_file():
             hint = f" (the files are directly in {self.data_dir}: pass its grandparent as --data.data_dir)"
-        where = f"; {WHERE[self.dataset].format(raw=self.raw_folder)}" if self.dataset in WHERE else ""
+        system = SYSTEM_FOLDERS.get(self.dataset)
+        where = f"; {PACKAGES[self.dataset].format(folder=system)}" if system else ""
         raise UserError(
             f"{self.dataset} not found in {self.raw_folder}/ and {reason}{hint}: put the four IDX files ({stems}; "
             f"uncompressed or .gz) there, or point --data.data_dir at the folder that holds "
@@ -143,7 +154,8 @@ class DigitsDataModule(ImagesDataModule):
         """The split's images and labels of the chosen digits, and their positions in the IDX files."""
         self.prepare_data()  # a clear error also when setup() is called without prepare_data()
         (images_file, *images_spec), (labels_file, *labels_spec) = IDX_FILES[split]
-        images_path, labels_path = self.locate(images_file), self.locate(labels_file)
+        raw = self.raw_folder
+        images_path, labels_path = self.locate(raw, images_file), self.locate(raw, labels_file)
         images, labels = read_idx(images_path, *images_spec), read_idx(labels_path, *labels_spec).long()
         if len(images) != len(labels):
             raise UserError(

@@ -1,7 +1,8 @@
 """The transfer study's plan: which runs (after Yosinski et al. 2014), and each one's ``lit_transfer fit`` command.
 
-Per direction (5-9 -> 0-4 and back) and seed: one source run, shared by frozen transfer (AnB), fine-tuned transfer
-(AnB+), scratch and a random frozen backbone at each label budget, and the first n layers transferred and frozen.
+Per direction (5-9 -> 0-4 and back within a dataset; MNIST -> Fashion-MNIST and back across datasets) and seed: one
+source run, shared by frozen transfer (AnB), fine-tuned transfer (AnB+), scratch and a random frozen backbone at
+each label budget, and the first n layers transferred and frozen.
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DIRECTIONS = {"59to04": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]), "04to59": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])}
+ALL = list(range(10))
+# direction -> (source, target), each (dataset, classes); dataset None: the study's --dataset (the notebook's split)
+DIRECTIONS: dict[str, tuple[tuple[str | None, list[int]], tuple[str | None, list[int]]]] = {
+    "59to04": ((None, [5, 6, 7, 8, 9]), (None, [0, 1, 2, 3, 4])),
+    "04to59": ((None, [0, 1, 2, 3, 4]), (None, [5, 6, 7, 8, 9])),
+    # Yosinski et al.'s "distance between tasks": every class of one dataset, then every class of the other
+    "mnist_to_fashion": (("mnist", ALL), ("fashion_mnist", ALL)),
+    "fashion_to_mnist": (("fashion_mnist", ALL), ("mnist", ALL)),
+}
+WITHIN = ["59to04", "04to59"]  # the notebook's direction and its exercise: the study's default
+DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "kmnist": "KMNIST"}
 
 
 @dataclass(frozen=True)
@@ -32,14 +43,21 @@ class Run:
         return Path("runs", self.direction, condition, f"labels{labels}", f"seed{self.seed}")
 
     @property
-    def name(self) -> str:  # as in the report: "5-9 -> 0-4"
-        source, target = DIRECTIONS[self.direction]
+    def name(self) -> str:  # as in the report: "5-9 -> 0-4", "MNIST -> Fashion-MNIST"
+        (source_set, source), (target_set, target) = DIRECTIONS[self.direction]
+        if source_set is not None:
+            return f"{DATASET_NAMES[source_set]} -> {DATASET_NAMES[target_set]}"
         return f"{source[0]}-{source[-1]} -> {target[0]}-{target[-1]}"
 
     @property
     def digits(self) -> list[int]:
         source, target = DIRECTIONS[self.direction]
-        return source if self.condition == "pretrain" else target
+        return (source if self.condition == "pretrain" else target)[1]
+
+    def dataset(self, default: str) -> str:
+        """The dataset this run trains on: its side's, or the study's ``default`` within a dataset."""
+        source, target = DIRECTIONS[self.direction]
+        return (source if self.condition == "pretrain" else target)[0] or default
 
 
 def main_budget(budgets: list[int | None], preset: str) -> int | None:
@@ -79,7 +97,7 @@ def cli_args(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | 
         "fit",
         f"--seed_everything={run.seed}",
         f"--data.data_dir={settings['data_dir']}",
-        f"--data.dataset={settings['dataset']}",
+        f"--data.dataset={run.dataset(settings['dataset'])}",
         f"--data.download={str(settings['download']).lower()}",
         f"--data.digits={json.dumps(run.digits)}",
         f"--data.seed={run.seed}",  # the seed also picks the validation split and the label-budget subset

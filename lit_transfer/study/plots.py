@@ -57,7 +57,7 @@ def panels(directions: list[str], height: float = 4.6) -> tuple[Figure, list]:
 
 
 def plot_budgets(root: Path, rows: list[dict], warmup: int) -> tuple[str, str | None, str]:
-    title = "Test accuracy vs labels per digit"
+    title = "Test accuracy vs labels per class"
     budgets = {r["labels_per_class"] for r in rows if r["condition"] == "scratch"}
     if len(budgets) < 2:
         return title, None, "needs at least two label budgets"

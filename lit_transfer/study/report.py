@@ -41,6 +41,8 @@ def answer(rows: list[dict], budget: int | None) -> str:
     source, target = first.split(" -> ")
     frozen = acc(rows, first, "transfer_frozen", budget)
     seeds = "one seed, so no spread to test the gaps against" if frozen.n == 1 else f"mean of {count(frozen.n, 'seed')}"
+    across = [d for d in others if not d[0].isdigit()]  # "MNIST -> Fashion-MNIST": from one dataset to another
+    others = [d for d in others if d not in across]
     reverse = "".join(
         f"; in the reverse direction ({arrow(d)}) frozen transfer gives {acc(rows, d, 'transfer_frozen', budget).pct()}"
         + (f" against {acc(rows, d, 'scratch', budget).pct()} from scratch" if select(rows, d, "scratch") else "")
@@ -69,7 +71,7 @@ def answer(rows: list[dict], budget: int | None) -> str:
         f_small, s_small = acc(rows, first, "transfer_frozen", small), acc(rows, first, "scratch", small)
         wider = f_small.mean - s_small.mean > frozen.mean - scratch.mean
         sentences.append(
-            f"With only {count(small, 'label')} per digit transfer reaches {f_small.pct()} against {s_small.pct()} "
+            f"With only {count(small, 'label')} per class transfer reaches {f_small.pct()} against {s_small.pct()} "
             "from "
             f"scratch ({versus(f_small, s_small)}): the gap to scratch "
             + ("widens when labels are scarce." if wider else "does not widen when labels are scarce.")
@@ -79,7 +81,28 @@ def answer(rows: list[dict], budget: int | None) -> str:
         f"Fine-tuning the transferred backbone gives {tune.pct()} ({versus(tune, frozen, 'against keeping it frozen')})"
         f"{reverse}."
     )
+    if across and select(rows, across[0], "scratch"):
+        sentences.append(across_datasets(rows, across, budget, small))
     return " ".join(sentences)
+
+
+def across_datasets(rows: list[dict], directions: list[str], budget: int | None, small: int | None) -> str:
+    """Where transfer stops paying (Yosinski et al.'s distance between tasks): frozen transfer against scratch from
+    one dataset to another, at the main budget and the smallest."""
+    parts = []
+    for d in directions:
+        said = []
+        for labels in dict.fromkeys([budget, small]):
+            frozen, scratch = acc(rows, d, "transfer_frozen", labels), acc(rows, d, "scratch", labels)
+            verdict = "helps" if frozen.mean > scratch.mean else "hurts"
+            if real_gap(frozen, scratch) is False:
+                verdict = "makes no measurable difference"
+            said.append(
+                f"with {budget_text(labels)} frozen transfer {verdict} ({frozen.pct()} against {scratch.pct()} from "
+                f"scratch, {versus(frozen, scratch)})"
+            )
+        parts.append(f"{arrow(d)}: " + "; ".join(said))
+    return "Across datasets, " + ". ".join(parts) + "."
 
 
 def steps(row: dict, batch_size: int) -> int:
@@ -140,7 +163,7 @@ def write_report(root: Path, rows: list[dict], settings: dict[str, Any], budget:
         "The notebook's transfer also copies the source's dense head (its outputs fit); the n-layer runs copy only "
         "the first n weight layers and start the rest afresh (Yosinski et al.'s AnB).",
         "",
-        "| direction | condition | labels per digit | optimizer steps | test accuracy % | seeds | training time s |",
+        "| direction | condition | labels per class | optimizer steps | test accuracy % | seeds | training time s |",
         "|---|---|---|---|---|---|---|",
     ]
     for d in directions:

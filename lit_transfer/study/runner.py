@@ -25,12 +25,12 @@ from lit_transfer.files import atomic_write
 from lit_transfer.speed.cpu import flush_denormals
 from lit_transfer.study import sequential
 from lit_transfer.study.execute import RunStopped, finished
-from lit_transfer.study.plan import DIRECTIONS, main_budget, plan
+from lit_transfer.study.plan import DIRECTIONS, WITHIN, main_budget, plan
 from lit_transfer.study.report import write_csv, write_report
 from lit_transfer.study.stats import row
 from lit_transfer.study.stop import sigterm_as_ctrl_c
 
-QUICK_BUDGETS = [10, 100]  # labels per class: the two small budgets, where transfer matters most
+QUICK_BUDGETS = [3, 100]  # labels per class: a handful and a hundred, where transfer matters most
 QUICK_SOURCE = 1000  # labels per source digit with --quick: the source runs took half of the quick study's time
 MULTI_PROCESS = ("--trainer.devices", "--trainer.strategy", "--trainer.num_nodes")  # refused: see cli_args
 
@@ -40,9 +40,9 @@ def run_study(
     dataset: Literal["mnist", "fashion_mnist", "kmnist"] = "mnist",
     download: bool = True,
     seeds: int | list[int] = 3,
-    directions: list[Literal["59to04", "04to59"]] = ["59to04", "04to59"],  # noqa: B006
+    directions: list[Literal["59to04", "04to59", "mnist_to_fashion", "fashion_to_mnist"]] = WITHIN,
     epochs: int = 5,
-    label_budgets: list[int | None] = [10, 100, 1000, None],  # noqa: B006 (shown by --help; never mutated)
+    label_budgets: list[int | None] = [1, 3, 5, 10, 100, 1000, None],  # noqa: B006 (shown by --help; never mutated)
     depths: list[int] = [1, 2, 3],  # noqa: B006
     source_per_class: int | None = None,
     warmup_epochs: int = 1,
@@ -60,16 +60,19 @@ def run_study(
     """Run (or continue) the transfer study and write its report; returns the report folder.
 
     Args:
-        data_dir: Root that holds ``MNIST/raw/`` (as ``--data.data_dir`` of the pipeline).
-        dataset: Which torchvision dataset class reads the files.
+        data_dir: Root that holds ``MNIST/raw/`` (as ``--data.data_dir`` of the pipeline); across datasets also
+            ``FashionMNIST/raw/`` (docs/study.md says how to put Debian's files there).
+        dataset: The dataset of the directions within one dataset (``59to04``, ``04to59``).
         download: Download the files into ``data_dir`` when they are missing.
         seeds: How many seeds (0, 1, ...) or which ones; each seed also draws the validation split and the
             label-budget subset.
         directions: Which transfers: ``59to04`` (the notebook: digits 5-9, then 0-4) and ``04to59`` (its
-            exercise). With ``--preset seed --seeds '[0]' --directions '[59to04]'`` the study is the notebook's
-            two stages in one process: one start-up (imports, data, device) instead of two commands' worth.
+            exercise); across datasets, every class of one then every class of the other: ``mnist_to_fashion``
+            and ``fashion_to_mnist``. With ``--preset seed --seeds '[0]' --directions '[59to04]'`` the study is
+            the notebook's two stages in one process: one start-up (imports, data, device) instead of two
+            commands' worth.
         epochs: Epochs of every run, source and target (5 in the notebook).
-        label_budgets: Training images per target digit; ``null`` = all. The largest is the budget of the
+        label_budgets: Training images per target class; ``null`` = all. The largest is the budget of the
             condition table, the freezing-depth runs and the confusion matrix.
         source_per_class: Training images per source digit for the shared source runs; ``null`` = all.
         depths: Yosinski et al.'s n: copy the first n weight layers from the source and freeze them (1 = conv1,
@@ -80,7 +83,7 @@ def run_study(
         out: Report folder; by default ``reports/study``, with ``-quick``, ``-seed`` and a single direction
             appended for those subsets (e.g. ``reports/study-seed-59to04``), so none replaces the full study's.
         preset: ``full``: every condition; ``seed``: only the notebook's two stages, in each direction.
-        quick: A smoke run of every condition, table and plot: the first seed only, target budgets 10 and 100,
+        quick: A smoke run of every condition, table and plot: the first seed only, target budgets 3 and 100,
             1000 images per source digit, 1 epoch.
         keep_checkpoints: Keep the target runs' checkpoints (source runs' are always kept: they are reused).
         extra_args: Further ``python -m lit_transfer fit`` arguments for every run, e.g.
@@ -102,7 +105,7 @@ def run_study(
     if not seed_list:
         raise UserError("--seeds is empty: give a number of seeds (e.g. 3) or a list (e.g. '[0,1,2]')")
     if not directions:
-        raise UserError("--directions is empty: give one or both of 59to04 and 04to59, e.g. '[59to04]'")
+        raise UserError(f"--directions is empty: give one or more of {', '.join(DIRECTIONS)}, e.g. '[59to04]'")
     if quick:
         seed_list, epochs, label_budgets, source_per_class = seed_list[:1], 1, QUICK_BUDGETS, QUICK_SOURCE
     if source_per_class is not None and source_per_class < 1:
@@ -131,7 +134,7 @@ def run_study(
     directions = list(dict.fromkeys(directions))
     # A subset of the runs gets a folder of its own by default: its report must not replace the full study's.
     parts = ["study"] + ["quick"] * quick + ["seed"] * (preset == "seed")
-    parts += directions if set(directions) != set(DIRECTIONS) else []
+    parts += directions if not set(WITHIN) <= set(directions) else []  # the cross-dataset ones join the full study
     root = Path(out or f"reports/{'-'.join(parts)}").resolve()
     # Settings that change what a run means: a report folder holds runs of one setting only.
     settings = {

@@ -28,7 +28,7 @@ def label(condition: str, depth: int | None, warmup: int) -> str:
 
 
 def budget_text(labels: int | None) -> str:
-    return "all labels" if labels is None else f"{count(labels, 'label')} per digit"
+    return "all labels" if labels is None else f"{count(labels, 'label')} per class"
 
 
 def arrow(direction: str) -> str:
