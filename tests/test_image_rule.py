@@ -47,6 +47,15 @@ def test_a_palette_picture_with_a_transparent_colour_counts_it_as_white(tmp_path
     assert torch.equal(load_mnist(tmp_path / "scan.png"), to_mnist(opaque))
 
 
+@pytest.mark.parametrize("mode", ["1", "I;16", "I", "F"])
+def test_any_one_channel_28x28_picture_is_used_as_it_is(mode: str) -> None:
+    # bilevel, 16-bit, 32-bit integer or float grey: MNIST's own size and a single channel, so no recipe
+    pixels = torch.randint(0, 256, (SIZE, SIZE), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    image = Image.fromarray(pixels.numpy(), mode="L").convert(mode)
+    expected = torch.frombuffer(bytearray(image.convert("L").tobytes()), dtype=torch.uint8).view(SIZE, SIZE)
+    assert torch.equal(to_mnist(image), expected)
+
+
 def test_an_mnist_like_picture_is_used_exactly_as_it_is() -> None:
     pixels = torch.randint(0, 256, (SIZE, SIZE), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     image = Image.fromarray(pixels.numpy(), mode="L")

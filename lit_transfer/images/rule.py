@@ -37,7 +37,7 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()
-            return image.copy() if image.mode != "P" else image.convert("RGBA")
+            return image.copy()  # a palette picture stays one: to_grey reads its transparency
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise UserError(f"{path} is not a readable image ({err}): replace or remove the file") from None
 
