@@ -80,9 +80,8 @@ class DigitsDataModule(ImagesDataModule):
     ) -> None:
         """
         Args:
-            data_dir: Root in torchvision's layout: the files are read from ``<data_dir>/MNIST/raw/``
-                (``FashionMNIST``, ``KMNIST`` for the other datasets), uncompressed or gzipped (``.gz``).
-                Fashion-MNIST is also found where Debian's ``dataset-fashion-mnist`` installs it.
+            data_dir: Root in torchvision's layout, ``<data_dir>/MNIST/raw/`` (plain or ``.gz``); Debian's
+                Fashion-MNIST is found too.
             digits: The classes to keep, in label order: label ``i`` is digit ``digits[i]``.
             dataset: Which torchvision dataset class reads the files.
             download: Download the files into ``data_dir`` when they are missing.
