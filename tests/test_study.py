@@ -14,6 +14,7 @@ from pathlib import Path
 
 import process_guard
 import pytest
+import torch
 from helpers import REPO, write_mnist
 from matplotlib.image import imread
 
@@ -177,6 +178,34 @@ def test_one_direction_is_the_notebook_in_one_process(tmp_path: Path, monkeypatc
     assert console.count("test accuracy") == 2  # both stages' results, printed by the one command
     report = (out / "report.md").read_text()
     assert "reverse direction" not in report and "no scratch or random-feature control" in report
+
+
+def bn_stats(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if ".bn" in k and "running" in k}
+
+
+def test_batch_norm_preset_keeps_or_lets_the_frozen_statistics_drift(tmp_path: Path) -> None:
+    """The batch_norm preset: kept statistics bit-identical to the source run's, drifting ones moved, the answer
+    from the csv."""
+    data, out = write_mnist(tmp_path / "data"), tmp_path / "out"
+    args = ["--preset", "batch_norm", "--seeds", "[0]", "--directions", "[59to04]", "--epochs", "2"]
+    main(study_args(data, out, *args, "--label_budgets", "[3]", "--keep_checkpoints", "true"))
+    rows = read_csv(out)
+    assert [r["condition"] for r in rows] == ["pretrain", "transfer_frozen", "transfer_frozen_bn_drift", "scratch"]
+    assert all(r["batch_norm"] == "True" for r in rows)
+    runs = out / "runs/59to04"
+    source = bn_stats(next((runs / "pretrain").rglob("last.ckpt")))
+    kept = bn_stats(next((runs / "transfer_frozen").rglob("last.ckpt")))
+    drift = bn_stats(next((runs / "transfer_frozen_bn_drift").rglob("last.ckpt")))
+    assert len(source) == 4 and source.keys() == kept.keys() == drift.keys()  # bn1, bn2: mean and variance
+    assert all(torch.equal(source[k], kept[k]) for k in source)
+    assert not any(torch.equal(source[k], drift[k]) for k in source)
+    report = (out / "report.md").read_text()
+    kept_pct = mean_pct(rows, condition="transfer_frozen")
+    drift_pct = mean_pct(rows, condition="transfer_frozen_bn_drift")
+    assert f"{kept_pct}% kept, {drift_pct}% drifting" in report and "BatchNorm after each convolution" in report
+    assert "Drifting co" in report
 
 
 def test_std_and_gap_with_several_seeds() -> None:

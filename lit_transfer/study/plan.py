@@ -2,7 +2,9 @@
 
 Per direction (5-9 -> 0-4 and back within a dataset; MNIST -> Fashion-MNIST and back across datasets) and seed: one
 source run, shared by frozen transfer (AnB), fine-tuned transfer (AnB+), scratch and a random frozen backbone at
-each label budget, and the first n layers transferred and frozen.
+each label budget, and the first n layers transferred and frozen. The ``batch_norm`` preset asks what letting a
+frozen backbone's BatchNorm statistics drift costs: the backbone with BatchNorm, frozen with its statistics kept
+(lit_transfer's default) or drifting (Lightning's ``train_bn=True``), against scratch.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ class Run:
 
     direction: str
     condition: str  # pretrain | transfer_frozen | transfer_finetune | scratch | random_frozen | transfer_depth
+    # | transfer_frozen_bn_drift (the batch_norm preset: frozen, BatchNorm statistics following the target data)
     seed: int
     labels_per_class: int | None = None  # None = all training images
     depth: int | None = None
     transfer_layers: int | None = None
+    batch_norm: bool = False  # the network with BatchNorm after each convolution (--model.batch_norm)
 
     @property
     def folder(self) -> Path:
@@ -81,6 +85,13 @@ def plan(
             if preset == "seed":  # the notebook's two stages only
                 runs.append(Run(direction, "transfer_frozen", seed, None, depth=2))
                 continue
+            if preset == "batch_norm":  # every run with BatchNorm; the source run too (it is its own)
+                runs[-1] = Run(direction, "pretrain", seed, source, batch_norm=True)
+                for labels in budgets:
+                    runs.append(Run(direction, "transfer_frozen", seed, labels, depth=2, batch_norm=True))
+                    runs.append(Run(direction, "transfer_frozen_bn_drift", seed, labels, depth=2, batch_norm=True))
+                    runs.append(Run(direction, "scratch", seed, labels, batch_norm=True))
+                continue
             for labels in budgets:
                 runs.append(Run(direction, "transfer_frozen", seed, labels, depth=2))
                 runs.append(Run(direction, "transfer_finetune", seed, labels, depth=2))
@@ -118,6 +129,10 @@ def cli_args(run: Run, settings: dict[str, Any], root: Path, source_ckpt: str | 
         args.append(f"--model.transfer_layers={run.transfer_layers}")
     if run.depth is not None:
         args += ["--trainer.callbacks+=lit_transfer.FreezeFeatures", f"--trainer.callbacks.depth={run.depth}"]
+    if run.batch_norm:
+        args.append("--model.batch_norm=true")
+    if run.condition == "transfer_frozen_bn_drift":  # Lightning's default: frozen BatchNorm keeps training mode
+        args.append("--trainer.callbacks.train_bn=true")
     if run.condition == "transfer_finetune":
         args.append(f"--trainer.callbacks.unfreeze_at_epoch={settings['warmup_epochs']}")
     return args + list(settings["extra_args"])

@@ -48,7 +48,7 @@ def run_study(
     warmup_epochs: int = 1,
     batch_size: int = 128,
     out: str | None = None,
-    preset: Literal["full", "seed"] = "full",
+    preset: Literal["full", "seed", "batch_norm"] = "full",
     quick: bool = False,
     keep_checkpoints: bool = False,
     extra_args: list[str] = [],  # noqa: B006
@@ -82,7 +82,9 @@ def run_study(
         batch_size: Images per batch (128 in the notebook).
         out: Report folder; by default ``reports/study``, with ``-quick``, ``-seed`` and a single direction
             appended for those subsets (e.g. ``reports/study-seed-59to04``), so none replaces the full study's.
-        preset: ``full``: every condition; ``seed``: only the notebook's two stages, in each direction.
+        preset: ``full``: every condition; ``seed``: only the notebook's two stages, in each direction;
+            ``batch_norm``: the network with BatchNorm, frozen with its statistics kept (lit_transfer's default)
+            or drifting (Lightning's ``train_bn=True``), and scratch, at each label budget.
         quick: A smoke run of every condition, table and plot: the first seed only, target budgets 3 and 100,
             1000 images per source digit, 1 epoch.
         keep_checkpoints: Keep the target runs' checkpoints (source runs' are always kept: they are reused).
@@ -133,7 +135,7 @@ def run_study(
         raise UserError(f"--epochs is {epochs}, --warmup_epochs {warmup_epochs}: give at least 1 and 0")
     directions = list(dict.fromkeys(directions))
     # A subset of the runs gets a folder of its own by default: its report must not replace the full study's.
-    parts = ["study"] + ["quick"] * quick + ["seed"] * (preset == "seed")
+    parts = ["study"] + ["quick"] * quick + [preset] * (preset != "full")
     parts += directions if not set(WITHIN) <= set(directions) else []  # the cross-dataset ones join the full study
     root = Path(out or f"reports/{'-'.join(parts)}").resolve()
     # Settings that change what a run means: a report folder holds runs of one setting only.

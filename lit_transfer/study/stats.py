@@ -11,7 +11,15 @@ from typing import Any
 
 from lit_transfer.errors import count
 
-CONDITIONS = ["pretrain", "transfer_frozen", "transfer_finetune", "scratch", "random_frozen", "transfer_depth"]
+CONDITIONS = [
+    "pretrain",
+    "transfer_frozen",
+    "transfer_frozen_bn_drift",  # the batch_norm preset
+    "transfer_finetune",
+    "scratch",
+    "random_frozen",
+    "transfer_depth",
+]
 
 
 def label(condition: str, depth: int | None, warmup: int) -> str:
@@ -21,6 +29,7 @@ def label(condition: str, depth: int | None, warmup: int) -> str:
     return {
         "pretrain": "source run (pretrain, tested on the source digits)",
         "transfer_frozen": "transfer, backbone frozen (the notebook)",
+        "transfer_frozen_bn_drift": "transfer, backbone frozen, BatchNorm statistics drifting",
         "transfer_finetune": f"transfer, fine-tuned {unfrozen}",
         "scratch": "from scratch",
         "random_frozen": "random backbone, frozen (control)",
@@ -71,6 +80,7 @@ def row(run: Any, record: dict[str, Any], root: Path) -> dict[str, Any]:
         "labels_per_class": run.labels_per_class,  # None: all
         "depth": run.depth,  # frozen weight layers (fine-tuning: until unfrozen)
         "transfer_layers": run.transfer_layers,  # None: all that fit
+        "batch_norm": run.batch_norm,  # BatchNorm after each convolution
         "digits": results["digits"],
         "epochs": results["epochs"],
         "test_acc": results["test_acc"],
