@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -128,6 +129,9 @@ def test_the_notebook_runs_top_to_bottom_in_quick_mode(tmp_path: Path, monkeypat
     assert len(images) >= 7, "every picture is drawn inline"
     printed_text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "identical: True" in printed_text  # conv1's maps through both stages
+    across = re.search(r"Fashion-MNIST, 100 labels per class: digit features frozen ([\d.]+)%, from scratch ([\d.]+)%",
+                       printed_text)  # fmt: skip
+    assert across and all(10 < float(a) <= 100 for a in across.groups()), printed_text[-400:]  # both above chance
     printed = json.loads("".join(o["text"] for o in nb.cells[-1].outputs if o.get("name") == "stdout"))
     assert printed["result"]["test_acc"] > 0.5  # the kernel's stage one learned (40 batches)
     # The README's promise: the kernel's stage one gives the command line's numbers to the bit (quick mode: 1 epoch of
