@@ -225,6 +225,25 @@ def test_a_drawn_digit_shows_its_input_and_both_stages_answers(page, stages, tmp
     screenshot(page, tmp_path, "web-try")
 
 
+def test_the_page_works_opened_as_a_file_without_a_server(browser, stages):
+    """Double-clicking index.html: file://, no server; it loads, and a drawing gets both stages' answers."""
+    tab = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors = []
+    tab.on("pageerror", lambda err: errors.append(str(err)))
+    try:
+        tab.goto((stages["folder"] / "index.html").as_uri())
+        tab.wait_for_selector("body[data-ready=yes]", timeout=TIMEOUT_MS)
+        draw(tab, "#try-pad", [[(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]])
+        tab.wait_for_selector("#try-answers:not([hidden])", timeout=TIMEOUT_MS)
+        image = shown_input(tab)
+        shown = bars(tab, "two")
+        expected = probabilities(stages["target"], image.unsqueeze(0))[0]
+        assert torch.allclose(torch.tensor(list(shown.values())), expected, atol=1e-5)
+    finally:
+        tab.close()
+    assert not errors, errors
+
+
 def symbol_files(tmp_path: Path) -> list[Path]:
     """Image files of several kinds: a drawing (RGB PNG), a transparent PNG, a JPEG, and a 28x28 grey digit."""
     rng = random.Random(3)
