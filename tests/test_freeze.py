@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_transfer import DigitsDataModule, FreezeFeatures, TransferModule
 from lit_transfer.callbacks import run_callbacks
+from lit_transfer.model import count_params
 
 LAYERS = ["backbone.conv1", "backbone.conv2", "head.fc1", "head.fc2"]  # the weight layers, input to output
 NORMS = ["backbone.bn1", "backbone.bn2"]
@@ -56,6 +57,14 @@ def test_exactly_the_first_depth_layers_keep_stage_ones_weights(depth: int | Non
     fit(model, mnist_root, FreezeFeatures() if depth is None else FreezeFeatures(depth=depth), epochs=1)
     after, n = weights(model), depth or 2
     assert [changed(before, after, layer) for layer in LAYERS] == [False] * n + [True] * (4 - n)
+
+
+def test_the_parameter_counts_of_a_frozen_backbone() -> None:
+    """What every stage reports (results.json, the console): the notebook's CNN, its backbone frozen."""
+    model = TransferModule(num_classes=5)
+    FreezeFeatures().freeze_before_training(model)
+    counts = count_params(model)
+    assert counts == {"total_params": 600_165, "trainable_params": 590_597, "frozen_params": 9_568}
 
 
 @pytest.mark.parametrize("train_bn", [False, True])
