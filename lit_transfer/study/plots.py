@@ -82,7 +82,7 @@ def plot_budgets(root: Path, rows: list[dict], warmup: int) -> tuple[str, str | 
         ax.set_xscale("log")
         ax.set_xticks(list(ticks), list(ticks.values()))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("training images per target digit (log scale)")
+        ax.set_xlabel("training images per target class (log scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{arrow(d)}: test accuracy (mean ± std over seeds)")
         ax.set_ylim(top=min(ax.get_ylim()[1], 102))  # a std bar above 100% is an artefact of mean ± std
