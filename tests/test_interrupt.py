@@ -33,10 +33,16 @@ def interrupted(root: Path, signum: int, *callbacks: L.Callback) -> Interrupted:
         default_root_dir=root / "run",
     )
     data = DigitsDataModule(str(root), digits=[0, 1, 2, 3, 4], download=False, batch_size=8)
-    handlers = {s: signal.getsignal(s) for s in Interrupt.SIGNALS}
-    with pytest.raises(Interrupted) as stopped:
-        trainer.fit(TransferModule(num_classes=5), datamodule=data)
-    assert {s: signal.getsignal(s) for s in handlers} == handlers  # put back
+    # pytest-xdist's workers start with SIGINT ignored, which Interrupt leaves ignored (test_lightning_conventions):
+    # Ctrl-C's default handler for this test, as a terminal's process has it
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        handlers = {s: signal.getsignal(s) for s in Interrupt.SIGNALS}
+        with pytest.raises(Interrupted) as stopped:
+            trainer.fit(TransferModule(num_classes=5), datamodule=data)
+        assert {s: signal.getsignal(s) for s in handlers} == handlers  # put back
+    finally:
+        signal.signal(signal.SIGINT, outside)
     return stopped.value
 
 
