@@ -6,6 +6,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# Set before torch loads OpenMP, for this process and every process the tests start. The suite runs two workers on
+# CI's two cores, each training with torch's threads: spinning OpenMP threads then take the time slices the others
+# wait for (docs/cli.md, "a CPU that other busy processes share"). How threads wait, not what they compute: the
+# numbers stay the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 from helpers import common_args, folder_args, only_run, results, run_cli, write_image_folder, write_mnist
