@@ -26,10 +26,14 @@ def with_alpha(mode: str, seed: int = 0) -> Image.Image:
     black = Image.new("L", ink.size, 0)
     if mode == "RGBA":
         return Image.merge("RGBA", (black, black, black, ink))
+    if mode == "PA":  # a palette picture with an alpha band, every palette entry black
+        indices = Image.new("P", ink.size, 0)
+        indices.putpalette([0, 0, 0] * 256)
+        return Image.merge("PA", (indices, ink))
     return Image.merge("LA", (black, ink))
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
 def test_transparent_paper_counts_as_white(mode: str) -> None:
     # Transparent pixels are the paper a drawing was made on: the same input as the drawing on white.
     assert torch.equal(to_mnist(with_alpha(mode)), to_mnist(drawing()))
@@ -83,5 +87,53 @@ def test_light_on_dark_and_dark_on_light_give_the_same_input() -> None:
 
 
 def test_a_blank_picture_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="blank"):
+    with pytest.raises(UserError) as err:
         to_mnist(Image.new("RGB", (50, 40), "white"))
+    # what is wrong, then the fix: the line a user reads
+    assert str(err.value) == "the image is blank (no ink darker or lighter than its background): draw or choose a digit"
+
+
+def test_a_file_s_error_starts_with_its_name_once(tmp_path: Path) -> None:
+    (tmp_path / "notes.png").write_bytes(b"not a picture")
+    Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
+    for name, problem in [("notes.png", " is not a readable image ("), ("blank.png", ": the image is blank (")]:
+        with pytest.raises(UserError) as err:
+            load_mnist(tmp_path / name)
+        assert str(err.value).startswith(f"{tmp_path / name}{problem}"), str(err.value)
+
+
+@pytest.mark.parametrize("background", [127, 128])
+def test_a_picture_and_its_negative_agree_at_the_middle_grey(background: int) -> None:
+    # The paper's grey decides which side is ink: light paper (above 127) is inverted, dark paper (127 and below) is
+    # not. So a picture and its negative always give the same input, even on paper of the middle grey.
+    picture = Image.new("L", (40, 40), background)
+    picture.paste(0 if background > 127 else 255, (15, 5, 25, 35))  # a bar of the opposite extreme
+    negative = Image.eval(picture, lambda v: 255 - v)
+    image = to_mnist(picture)
+    assert torch.equal(image, to_mnist(negative))
+    assert image[0, 0] == 0 and image[SIZE // 2, SIZE // 2] >= 250  # the bar is light, as MNIST's digits are
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["minus", "one"])
+def test_a_stroke_running_off_the_paper_is_still_ink(transpose: bool) -> None:
+    # A thick bar from edge to edge of white paper, one pixel of paper above and below it: the paper is light along
+    # most of the outermost rows and columns, so the bar is the ink, cropped to exactly its 60x18 pixels.
+    picture = Image.new("L", (60, 20), 255)
+    picture.paste(0, (0, 1, 60, 19))
+    image = to_mnist(picture.transpose(Image.Transpose.TRANSPOSE) if transpose else picture)
+    ink = (image > 0).nonzero()
+    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    height, width = (BOX, 6) if transpose else (6, BOX)  # 60x18 scaled to 20x6
+    assert (bottom - top + 1, right - left + 1) == (height, width)
+    assert (image[top : bottom + 1, left : right + 1] == 255).all()
+
+
+def test_the_crop_keeps_exactly_the_ink() -> None:
+    # A 10x20 block of ink needs no scaling (its longer side is already 20): it comes out as that block, centred,
+    # and a speck at the ink threshold (grey 32, not above it) in a corner is paper, so it moves nothing.
+    picture = Image.new("L", (50, 50), 0)
+    picture.paste(255, (7, 11, 17, 31))
+    picture.putpixel((49, 49), 32)
+    image = to_mnist(picture)
+    assert image.sum().item() == 255 * 10 * 20
+    assert (image[4:24, 9:19] == 255).all()
