@@ -137,3 +137,47 @@ def test_the_crop_keeps_exactly_the_ink() -> None:
     image = to_mnist(picture)
     assert image.sum().item() == 255 * 10 * 20
     assert (image[4:24, 9:19] == 255).all()
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["upright", "lying"])
+def test_a_hairline_stays_one_pixel_wide(transpose: bool) -> None:
+    # a 1x60 stroke scales to 1x20: a thin stroke is not thickened by the scaling
+    picture = Image.new("L", (11, 60), 0)
+    picture.paste(255, (5, 0, 6, 60))
+    image = to_mnist(picture.transpose(Image.Transpose.TRANSPOSE) if transpose else picture)
+    assert image.dtype == torch.uint8
+    ink = (image > 0).nonzero()
+    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    assert (bottom - top + 1, right - left + 1) == ((1, BOX) if transpose else (BOX, 1))
+
+
+def test_the_digit_is_scaled_with_lanczos() -> None:
+    # A picture symmetric under a half turn, framed in ink so that the crop is exactly that picture and the centre of
+    # mass its centre: the input is Pillow's Lanczos resize of it to 20x20, pasted 4 pixels in from each side.
+    half = torch.randint(0, 256, (20, 40), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
+    pixels = torch.cat([half, half.flip(0).flip(1)])
+    pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1] = 255, 255, 255, 255
+    digit = Image.fromarray(pixels.numpy(), mode="L")
+    scaled = digit.resize((BOX, BOX), Image.Resampling.LANCZOS)
+    expected = torch.zeros(SIZE, SIZE, dtype=torch.uint8)
+    expected[4:24, 4:24] = torch.frombuffer(bytearray(scaled.tobytes()), dtype=torch.uint8).view(BOX, BOX)
+    picture = Image.new("L", (50, 50), 0)  # on dark paper
+    picture.paste(digit, (5, 5))
+    assert torch.equal(to_mnist(picture), expected)
+
+
+@pytest.mark.parametrize("turn", [0, 90, 180, 270])
+def test_a_digit_heavy_at_one_end_stays_whole_on_the_canvas(turn: int) -> None:
+    # A mallet: a heavy head and a thin handle. Centring its mass would push the handle off the canvas, so the digit
+    # is moved only as far as the canvas allows: all of its ink stays, and its far end touches the canvas' edge.
+    picture = Image.new("L", (20, 40), 0)
+    picture.paste(255, (0, 0, 20, 10))  # the head
+    picture.paste(255, (9, 10, 11, 40))  # the handle
+    picture = picture.rotate(turn, expand=True)
+    image = to_mnist(picture)
+    scaled = picture.resize((10, 20) if turn in (0, 180) else (20, 10), Image.Resampling.LANCZOS)
+    assert image.sum().item() == sum(scaled.tobytes())  # nothing cut off
+    ink = (image > 0).nonzero()
+    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    edge = {0: bottom == SIZE - 1, 180: top == 0, 90: right == SIZE - 1, 270: left == 0}[turn]  # the handle's end
+    assert edge, (turn, top, left, bottom, right)
