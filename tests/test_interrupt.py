@@ -1,8 +1,13 @@
 """``Interrupt`` in a plain Lightning ``Trainer`` (quick): where it saves with and without a ``last.ckpt`` saver,
-the signal it names, the resume command, the logs written out. The CLI's own runs: test_lightning_conventions.py."""
+the signal it names, the resume command, the logs written out. The CLI's own runs: test_lightning_conventions.py.
+
+The callback works with any LightningModule, so these tests train Lightning's own ``BoringModel``: no data to
+read, and mutmut can run them (TransferModule's ``save_hyperparameters`` cannot read its arguments through
+mutmut's trampoline outside LightningCLI)."""
 
 from __future__ import annotations
 
+import csv
 import signal
 from pathlib import Path
 
@@ -11,10 +16,19 @@ import pytest
 import torch
 from crash import SignalAt
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.loggers import CSVLogger
 
-from lit_transfer import DigitsDataModule, TransferModule
 from lit_transfer.callbacks.interrupt import Interrupt, Interrupted
+
+
+class LoggingModel(BoringModel):
+    """Lightning's test model (64 random vectors, one per batch), logging its loss at every step."""
+
+    def training_step(self, batch, batch_idx):
+        output = super().training_step(batch, batch_idx)
+        self.log("loss", output["loss"])
+        return output
 
 
 def interrupted(root: Path, signum: int, *callbacks: L.Callback) -> Interrupted:
@@ -26,20 +40,19 @@ def interrupted(root: Path, signum: int, *callbacks: L.Callback) -> Interrupted:
         devices=1,
         callbacks=[SignalAt(step=3, signum=signum), Interrupt(["fit", "--data.data_dir=my data"]), *callbacks],
         logger=CSVLogger(root / "logs", name="run"),
-        log_every_n_steps=1,  # steps 1-3 logged, to be written out
+        log_every_n_steps=1,  # every step logged, to be written out when it stops
         enable_checkpointing=bool(callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=root / "run",
     )
-    data = DigitsDataModule(str(root), digits=[0, 1, 2, 3, 4], download=False, batch_size=8)
     # pytest-xdist's workers start with SIGINT ignored, which Interrupt leaves ignored (test_lightning_conventions):
     # Ctrl-C's default handler for this test, as a terminal's process has it
     outside = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         handlers = {s: signal.getsignal(s) for s in Interrupt.SIGNALS}
         with pytest.raises(Interrupted) as stopped:
-            trainer.fit(TransferModule(num_classes=5), datamodule=data)
+            trainer.fit(LoggingModel())
         assert {s: signal.getsignal(s) for s in handlers} == handlers  # put back
     finally:
         signal.signal(signal.SIGINT, outside)
@@ -47,26 +60,76 @@ def interrupted(root: Path, signum: int, *callbacks: L.Callback) -> Interrupted:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_without_a_saver_it_saves_last_ckpt_in_the_run_folder(signum: int, mnist_root: Path) -> None:
-    stopped = interrupted(mnist_root, signum)
-    path = mnist_root / "run" / "checkpoints" / "last.ckpt"
+def test_without_a_saver_it_saves_last_ckpt_in_the_run_folder(signum: int, tmp_path: Path) -> None:
+    stopped = interrupted(tmp_path, signum)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert stopped.exit_code == 128 + signum
     assert str(stopped) == (
         f"interrupted by {signal.Signals(signum).name} at step 3 (epoch 0); saved {path}: resume with: "
         f"python -m lit_transfer fit '--data.data_dir=my data' --ckpt_path={path}"
     )
     assert torch.load(path, weights_only=True)["global_step"] == 3
-    metrics = (mnist_root / "logs" / "run" / "version_0" / "metrics.csv").read_text()  # the logs written out
-    assert [row.split(",")[1] for row in metrics.splitlines()[1:]][:2] == ["0", "1"]  # steps logged so far
+    with open(tmp_path / "logs" / "run" / "version_0" / "metrics.csv") as metrics:  # the logs written out
+        assert [row["step"] for row in csv.DictReader(metrics)] == ["0", "1"]  # logged before the stop (3rd step)
 
 
-def test_with_a_saver_it_saves_where_that_saver_keeps_last_ckpt(mnist_root: Path) -> None:
-    saver = ModelCheckpoint(dirpath=mnist_root / "elsewhere", save_last=True, every_n_train_steps=100)
-    stopped = interrupted(mnist_root, signal.SIGTERM, saver)
-    path = mnist_root / "elsewhere" / "last.ckpt"
+def test_with_a_saver_it_saves_where_that_saver_keeps_last_ckpt(tmp_path: Path) -> None:
+    saver = ModelCheckpoint(dirpath=tmp_path / "elsewhere", save_last=True, every_n_train_steps=100)
+    stopped = interrupted(tmp_path, signal.SIGTERM, saver)
+    path = tmp_path / "elsewhere" / "last.ckpt"
     assert f"saved {path}: resume with:" in str(stopped) and str(stopped).endswith(f"--ckpt_path={path}")
     checkpoint = torch.load(path, weights_only=True)
     assert checkpoint["global_step"] == 3 and saver.last_model_path == str(path)
-    assert not (mnist_root / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists()
     # the saver's own state, as its every save records it: a resumed run's ModelCheckpoint carries on from it
     assert any(key.startswith("ModelCheckpoint") for key in checkpoint["callbacks"])
+
+
+class TwoProcesses:
+    """The part of a Trainer that ``Interrupt.on_train_batch_end`` reads, as rank 0 of a 2-process run sees it: the
+    other process' signal arrives only through ``reduce_boolean_decision``, which is given DDPStrategy's semantics
+    (all=True: every process decided so; all=False: any did). Stands in for a real DDP run (no quick test can start
+    one) in the one branch a single process never takes."""
+
+    world_size, global_step, current_epoch, checkpoint_callbacks, loggers = 2, 3, 0, [], []
+
+    def __init__(self, root: Path, other_requested: bool) -> None:
+        self.default_root_dir, self.other, self.saved = str(root), other_requested, []
+        self.strategy = self
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        count = int(decision) + int(self.other)
+        return count == self.world_size if all else count > 0
+
+    def save_checkpoint(self, path: Path) -> None:
+        self.saved.append(path)
+
+
+@pytest.mark.parametrize(
+    "here, there, stops",
+    [(None, True, signal.SIGTERM), (signal.SIGINT, False, signal.SIGINT), (None, False, None)],
+    ids=["the-other-process", "this-process", "neither"],
+)
+def test_a_signal_to_either_process_stops_both(here: int | None, there: bool, stops: int | None, tmp_path: Path):
+    # Ctrl-C may reach one process only; both stop at the same step, or the other would wait in its next all-reduce
+    interrupt = Interrupt(["fit"])
+    interrupt.requested = here
+    trainer = TwoProcesses(tmp_path, other_requested=there)
+    if stops is None:
+        interrupt.on_train_batch_end(trainer, None, None, None, 0)
+        assert trainer.saved == []
+        return
+    with pytest.raises(Interrupted) as stopped:
+        interrupt.on_train_batch_end(trainer, None, None, None, 0)
+    assert trainer.saved == [tmp_path / "checkpoints" / "last.ckpt"]
+    assert stopped.value.exit_code == 128 + stops  # the other process' signal unknown here: named SIGTERM
+    assert str(stopped.value).startswith(f"interrupted by {signal.Signals(stops).name} at step 3 (epoch 0)")
+
+
+def test_a_saver_without_last_ckpt_is_not_where_it_saves(tmp_path: Path) -> None:
+    # a saver of the best checkpoints only (save_last off) keeps no last.ckpt: the run folder gets it
+    best = ModelCheckpoint(dirpath=tmp_path / "best", monitor="loss", every_n_train_steps=100)
+    stopped = interrupted(tmp_path, signal.SIGTERM, best)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert str(stopped).endswith(f"--ckpt_path={path}")
+    assert torch.load(path, weights_only=True)["global_step"] == 3
