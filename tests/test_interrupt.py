@@ -46,16 +46,20 @@ def interrupted(root: Path, signum: int, *callbacks: L.Callback) -> Interrupted:
         enable_model_summary=False,
         default_root_dir=root / "run",
     )
-    # pytest-xdist's workers start with SIGINT ignored, which Interrupt leaves ignored (test_lightning_conventions):
-    # Ctrl-C's default handler for this test, as a terminal's process has it
-    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The handlers a process started from a terminal has. Test runners change them: pytest-xdist's workers start with
+    # SIGINT ignored (which Interrupt leaves ignored: test_lightning_conventions), and mutmut's with a SIGTERM handler
+    # that exits 0, which would pass any test that sends SIGTERM.
+    outside = {s: signal.getsignal(s) for s in Interrupt.SIGNALS}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         handlers = {s: signal.getsignal(s) for s in Interrupt.SIGNALS}
         with pytest.raises(Interrupted) as stopped:
             trainer.fit(LoggingModel())
         assert {s: signal.getsignal(s) for s in handlers} == handlers  # put back
     finally:
-        signal.signal(signal.SIGINT, outside)
+        for signum, handler in outside.items():
+            signal.signal(signum, handler)
     return stopped.value
 
 
