@@ -137,3 +137,27 @@ def test_a_saver_without_last_ckpt_is_not_where_it_saves(tmp_path: Path) -> None
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert str(stopped).endswith(f"--ckpt_path={path}")
     assert torch.load(path, weights_only=True)["global_step"] == 3
+
+
+def test_its_default_command_is_the_one_the_process_was_started_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["/usr/lib/lit_transfer/__main__.py", "fit", "--config", "configs/pretrain.yaml"])
+    assert Interrupt().command == ["fit", "--config", "configs/pretrain.yaml"]
+
+
+def test_one_interrupt_serves_several_fits(tmp_path: Path) -> None:
+    # as a notebook reuses its callbacks: each fit installs the handlers and puts the process' own back
+    interrupt = Interrupt(["fit"])
+    handlers = {s: signal.getsignal(s) for s in Interrupt.SIGNALS}
+    for run in range(2):
+        trainer = L.Trainer(
+            max_steps=2,
+            callbacks=[interrupt],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path / str(run),
+        )
+        trainer.fit(LoggingModel())
+        assert trainer.global_step == 2
+        assert {s: signal.getsignal(s) for s in handlers} == handlers
