@@ -59,6 +59,16 @@ def test_a_checkpoint_from_the_end_of_an_epoch_skips_nothing_of_the_next() -> No
     assert len(list(loader)) == 1
 
 
+def test_a_checkpoint_before_the_first_batch_resumes_from_the_start() -> None:
+    # a save at the start of training (a callback's on_train_start, a signal before step 1): nothing trained yet
+    images, labels = torch.arange(10).view(10, 1), torch.arange(10)
+    fresh = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    assert fresh.state_dict() == {"epoch": 0, "batches_done": 0}
+    resumed = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    resumed.load_state_dict(fresh.state_dict())
+    assert sorted(torch.cat([y for _, y in resumed]).tolist()) == list(range(10))
+
+
 def finetune_weights(mnist_root: Path, runs: Path, name: str, source: Path, *extra: str) -> dict:
     run_cli(
         "fit",
