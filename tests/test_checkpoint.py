@@ -1,0 +1,76 @@
+"""checkpoint.py's decisions, quick and in-process on small checkpoint files: resume or transfer, the layers a
+transfer copies, and the errors that name the file. The command line's own runs: test_pipeline.py, test_resume.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lit_transfer import DigitsDataModule, FreezeFeatures
+from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, copy_weights, same_stage
+from lit_transfer.errors import UserError
+from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
+
+
+def stage_checkpoint(path: Path, *, batch_norm: bool = False, frozen_stage: bool = False) -> Path:
+    """A checkpoint as stage one writes it (5-9 of MNIST), with a freshly initialised network."""
+    torch.manual_seed(1)
+    network = {"backbone": Backbone(batch_norm), "head": Head(5)}
+    state = {f"{name}.{k}": v for name, module in network.items() for k, v in module.state_dict().items()}
+    marker = {"format": 1, "dataset": "mnist", "digits": [5, 6, 7, 8, 9], "frozen_stage": frozen_stage}
+    torch.save({"state_dict": state, MARKER: marker}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "digits, dataset, freezes, resumes",
+    [
+        ([5, 6, 7, 8, 9], "mnist", False, True),  # the same stage: resume it
+        ([0, 1, 2, 3, 4], "mnist", True, False),  # stage two: transfer
+        ([5, 6, 7, 8, 9], "mnist", True, False),  # the same digits, frozen: transfer (the study's within-task runs)
+        ([5, 6, 7, 8, 9], "fashion_mnist", False, False),  # another dataset's classes 5-9: transfer
+    ],
+    ids=["same-stage", "stage-two", "frozen", "other-dataset"],
+)
+def test_a_checkpoint_resumes_only_the_stage_that_wrote_it(digits, dataset, freezes, resumes, tmp_path: Path):
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt")
+    data = DigitsDataModule(str(tmp_path), digits=digits, dataset=dataset, download=False)
+    trainer = L.Trainer(callbacks=[FreezeFeatures()] if freezes else [], logger=False, enable_checkpointing=False)
+    assert same_stage(str(path), data, trainer) is resumes
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_transfer_layers_copies_exactly_the_first_layers(layers: int, tmp_path: Path) -> None:
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt")
+    torch.manual_seed(2)
+    backbone, head = Backbone(), Head(5)
+    before = [layer.weight.clone() for layer in weight_layers(backbone, head)]
+    copy_weights(str(path), backbone, head, transfer_layers=layers)
+    source = torch.load(path, weights_only=True)["state_dict"]
+    for i, (name, layer) in enumerate(zip(WEIGHT_LAYERS, weight_layers(backbone, head), strict=True)):
+        key = next(k for k in source if k.endswith(f"{name}.weight"))
+        expected = source[key] if i < layers else before[i]
+        assert torch.equal(layer.weight, expected), name
+
+
+@pytest.mark.parametrize("theirs", [True, False], ids=["with", "without"])
+def test_transfer_between_backbones_with_and_without_batch_norm_names_the_option(theirs: bool, tmp_path: Path):
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt", batch_norm=theirs)
+    with pytest.raises(UserError) as err:
+        copy_weights(str(path), Backbone(batch_norm=not theirs), Head(5))
+    assert str(err.value) == (
+        f"the backbone in {path} was trained {'with' if theirs else 'without'} BatchNorm layers: give "
+        f"--model.batch_norm {str(theirs).lower()} to transfer from it"
+    )
+
+
+def test_a_foreign_checkpoint_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "someone_else.ckpt"
+    torch.save({"state_dict": {}}, path)
+    for load in (lambda: AtomicCheckpointIO().load_checkpoint(path), lambda: same_stage(str(path), None, None)):
+        with pytest.raises(UserError) as err:
+            load()
+        assert str(err.value).startswith(f"{path} is not a lit_transfer checkpoint")
