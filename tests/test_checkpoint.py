@@ -20,7 +20,8 @@ def stage_checkpoint(path: Path, *, batch_norm: bool = False, frozen_stage: bool
     torch.manual_seed(1)
     network = {"backbone": Backbone(batch_norm), "head": Head(5)}
     state = {f"{name}.{k}": v for name, module in network.items() for k, v in module.state_dict().items()}
-    marker = {"format": 1, "dataset": "mnist", "digits": [5, 6, 7, 8, 9], "frozen_stage": frozen_stage}
+    marker = {"format": 1, "dataset": "mnist", "digits": [5, 6, 7, 8, 9], "num_classes": 5}  # as CheckpointMarker's
+    marker["frozen_stage"] = frozen_stage
     torch.save({"state_dict": state, MARKER: marker}, path)
     return path
 
@@ -74,3 +75,31 @@ def test_a_foreign_checkpoint_is_refused_naming_the_file(tmp_path: Path) -> None
         with pytest.raises(UserError) as err:
             load()
         assert str(err.value).startswith(f"{path} is not a lit_transfer checkpoint")
+
+
+def transfer_line(path: Path, backbone: Backbone, head: Head, monkeypatch: pytest.MonkeyPatch, **options) -> str:
+    """The line a transfer prints (through Lightning's rank_zero_info, which a run's console shows)."""
+    lines: list[str] = []
+    monkeypatch.setattr("lit_transfer.checkpoint.rank_zero_info", lines.append)
+    copy_weights(str(path), backbone, head, **options)
+    assert len(lines) == 1
+    return lines[0]
+
+
+def test_the_transfer_line_names_the_layers_copied_and_a_new_head(tmp_path: Path, monkeypatch) -> None:
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt")
+    line = transfer_line(path, Backbone(), Head(10), monkeypatch)
+    assert line == (
+        f"lit_transfer: transferred conv1, conv2, fc1; its head has 5 classes and this model 10, so the last layer "
+        f"is newly initialised from {path} (classes 5, 6, 7, 8, 9)"
+    )
+    with_bn = stage_checkpoint(tmp_path / "with_bn.ckpt", batch_norm=True)
+    line = transfer_line(with_bn, Backbone(batch_norm=True), Head(5), monkeypatch)
+    assert line == f"lit_transfer: transferred conv1, bn1, conv2, bn2, fc1, fc2 from {with_bn} (classes 5, 6, 7, 8, 9)"
+
+
+def test_a_layer_asked_for_that_does_not_fit_is_an_error(tmp_path: Path) -> None:
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt")
+    with pytest.raises(UserError) as err:
+        copy_weights(str(path), Backbone(), Head(10), transfer_layers=4)  # fc2: 5 classes there, 10 here
+    assert str(err.value) == f"layer 4 in {path} has another shape than this model's: transfer fewer layers"
