@@ -3,6 +3,7 @@ transfer copies, and the errors that name the file. The command line's own runs:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from lit_transfer import DigitsDataModule, FreezeFeatures
-from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, copy_weights, same_stage
+from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, copy_weights, load_network, same_stage
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
 
@@ -103,3 +104,44 @@ def test_a_layer_asked_for_that_does_not_fit_is_an_error(tmp_path: Path) -> None
     with pytest.raises(UserError) as err:
         copy_weights(str(path), Backbone(), Head(10), transfer_layers=4)  # fc2: 5 classes there, 10 here
     assert str(err.value) == f"layer 4 in {path} has another shape than this model's: transfer fewer layers"
+
+
+def test_load_network_gives_the_trained_network_frozen_whatever_its_marker_says(tmp_path: Path) -> None:
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint[MARKER]["num_classes"]  # the head's width comes from its weights first
+    torch.save(checkpoint, path)
+    backbone, head, meta = load_network(path)
+    assert head.num_classes == 5 and meta["digits"] == [5, 6, 7, 8, 9]
+    state = {
+        f"{name}.{k}": v
+        for name, module in (("backbone", backbone), ("head", head))
+        for k, v in module.state_dict().items()
+    }
+    assert state.keys() == checkpoint["state_dict"].keys()
+    assert all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items())
+    parameters = [*backbone.parameters(), *head.parameters()]
+    assert not any(p.requires_grad for p in parameters) and not backbone.training and not head.training
+
+
+def test_weights_of_another_network_are_a_user_error_naming_the_file(tmp_path: Path) -> None:
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["state_dict"]["head.fc2.weight"]
+    torch.save(checkpoint, path)
+    with pytest.raises(UserError) as err:
+        load_network(path)
+    assert str(err.value) == (
+        f"the weights in {path} do not fit this model (different layers or shapes): "
+        "pass a checkpoint of lit_transfer's network"
+    )
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError, match=f"^{re.escape(str(foreign))} is not a lit_transfer checkpoint"):
+        load_network(foreign)
+
+
+def test_a_checkpoint_is_written_into_folders_that_do_not_exist_yet(tmp_path: Path) -> None:
+    path = tmp_path / "runs" / "pretrain" / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}, MARKER: {"format": 1}}, path)
+    assert torch.load(path, weights_only=True)[MARKER] == {"format": 1}
