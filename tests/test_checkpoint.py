@@ -75,7 +75,10 @@ def test_a_foreign_checkpoint_is_refused_naming_the_file(tmp_path: Path) -> None
     for load in (lambda: AtomicCheckpointIO().load_checkpoint(path), lambda: same_stage(str(path), None, None)):
         with pytest.raises(UserError) as err:
             load()
-        assert str(err.value).startswith(f"{path} is not a lit_transfer checkpoint")
+        assert str(err.value) == (
+            f"{path} is not a lit_transfer checkpoint (no 'lit_transfer' entry): "
+            "pass a .ckpt file from a lit_transfer run's checkpoints/ folder"
+        )
 
 
 def transfer_line(path: Path, backbone: Backbone, head: Head, monkeypatch: pytest.MonkeyPatch, **options) -> str:
