@@ -32,7 +32,7 @@ def stage_checkpoint(path: Path, *, batch_norm: bool = False, frozen_stage: bool
     [
         ([5, 6, 7, 8, 9], "mnist", False, True),  # the same stage: resume it
         ([0, 1, 2, 3, 4], "mnist", True, False),  # stage two: transfer
-        ([5, 6, 7, 8, 9], "mnist", True, False),  # the same digits, frozen: transfer (the study's within-task runs)
+        ([5, 6, 7, 8, 9], "mnist", True, False),  # the same digits, but a frozen stage: transfer
         ([5, 6, 7, 8, 9], "fashion_mnist", False, False),  # another dataset's classes 5-9: transfer
     ],
     ids=["same-stage", "stage-two", "frozen", "other-dataset"],
