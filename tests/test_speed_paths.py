@@ -11,6 +11,12 @@ from helpers import common_args, only_run, run_cli
 from lit_transfer.data.loader import EpochSampler, TensorBatches
 
 
+def ten_images() -> TensorBatches:
+    """A training loader over 10 one-pixel images whose value is their label, 3 per batch, shuffled with seed 0."""
+    images, labels = torch.arange(10).view(10, 1), torch.arange(10)
+    return TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+
+
 @pytest.mark.parametrize("size", [10, 11, 37])
 def test_training_shards_are_disjoint_padded_and_reshuffled(size: int) -> None:
     shards = [EpochSampler(size, 4, shuffle=True, seed=3, rank=r, world_size=2) for r in range(2)]
@@ -33,15 +39,14 @@ def test_evaluation_shards_are_exact() -> None:
 
 
 def test_loader_resumes_mid_epoch_where_it_stopped() -> None:
-    images, labels = torch.arange(10).view(10, 1), torch.arange(10)
-    loader = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    loader = ten_images()
     loader.sampler.set_epoch(2)
     it = iter(loader)
     seen = [next(it)[1] for _ in range(2)]
     state = loader.state_dict()
     assert state == {"epoch": 2, "batches_done": 2}
     rest = [b[1] for b in it]
-    fresh = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    fresh = ten_images()
     fresh.load_state_dict(state)
     assert [b.tolist() for b in (y for _, y in fresh)] == [b.tolist() for b in rest]
     assert sorted(torch.cat(seen + rest).tolist()) == list(range(10))
@@ -50,8 +55,7 @@ def test_loader_resumes_mid_epoch_where_it_stopped() -> None:
 def test_a_checkpoint_from_the_end_of_an_epoch_skips_nothing_of_the_next() -> None:
     # Saved after the last batch of epoch 2 (batches_done == len): the next epoch is whole, not skipped; a state
     # from the middle skips what was trained, however many batches that was (here all but the last).
-    images, labels = torch.arange(10).view(10, 1), torch.arange(10)
-    loader = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    loader = ten_images()
     loader.load_state_dict({"epoch": 2, "batches_done": len(loader)})
     loader.sampler.set_epoch(3)  # Lightning starts the next epoch
     assert sorted(torch.cat([y for _, y in loader]).tolist()) == list(range(10))
@@ -61,10 +65,9 @@ def test_a_checkpoint_from_the_end_of_an_epoch_skips_nothing_of_the_next() -> No
 
 def test_a_checkpoint_before_the_first_batch_resumes_from_the_start() -> None:
     # a save at the start of training (a callback's on_train_start, a signal before step 1): nothing trained yet
-    images, labels = torch.arange(10).view(10, 1), torch.arange(10)
-    fresh = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    fresh = ten_images()
     assert fresh.state_dict() == {"epoch": 0, "batches_done": 0}
-    resumed = TensorBatches(images, labels, EpochSampler(10, 3, shuffle=True, seed=0))
+    resumed = ten_images()
     resumed.load_state_dict(fresh.state_dict())
     assert sorted(torch.cat([y for _, y in resumed]).tolist()) == list(range(10))
 
