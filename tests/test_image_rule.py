@@ -33,6 +33,13 @@ def with_alpha(mode: str, seed: int = 0) -> Image.Image:
     return Image.merge("LA", (black, ink))
 
 
+def ink_box(image: torch.Tensor) -> tuple[int, int, int, int]:
+    """The rows and columns, first and last, of the input's nonzero pixels: top, left, bottom, right."""
+    ink = (image > 0).nonzero()
+    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    return top, left, bottom, right
+
+
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "PA"])
 def test_transparent_paper_counts_as_white(mode: str) -> None:
     # Transparent pixels are the paper a drawing was made on: the same input as the drawing on white.
@@ -71,8 +78,7 @@ def test_an_mnist_like_picture_is_used_exactly_as_it_is() -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_digit_fits_a_20_pixel_box_centred_by_its_mass(seed: int) -> None:
     image = to_mnist(drawing(seed)).float()
-    ink = (image > 0).nonzero()
-    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    top, left, bottom, right = ink_box(image)
     assert max(bottom - top, right - left) + 1 in (BOX, BOX + 1)  # the longer side: 20 (antialiasing may spill)
     rows, cols = torch.arange(SIZE).float(), torch.arange(SIZE).float()
     centre = ((image.sum(1) * rows).sum() / image.sum(), (image.sum(0) * cols).sum() / image.sum())
@@ -121,8 +127,7 @@ def test_a_stroke_running_off_the_paper_is_still_ink(transpose: bool) -> None:
     picture = Image.new("L", (60, 20), 255)
     picture.paste(0, (0, 1, 60, 19))
     image = to_mnist(picture.transpose(Image.Transpose.TRANSPOSE) if transpose else picture)
-    ink = (image > 0).nonzero()
-    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    top, left, bottom, right = ink_box(image)
     height, width = (BOX, 6) if transpose else (6, BOX)  # 60x18 scaled to 20x6
     assert (bottom - top + 1, right - left + 1) == (height, width)
     assert (image[top : bottom + 1, left : right + 1] == 255).all()
@@ -146,8 +151,7 @@ def test_a_hairline_stays_one_pixel_wide(transpose: bool) -> None:
     picture.paste(255, (5, 0, 6, 60))
     image = to_mnist(picture.transpose(Image.Transpose.TRANSPOSE) if transpose else picture)
     assert image.dtype == torch.uint8
-    ink = (image > 0).nonzero()
-    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    top, left, bottom, right = ink_box(image)
     assert (bottom - top + 1, right - left + 1) == ((1, BOX) if transpose else (BOX, 1))
 
 
@@ -177,7 +181,6 @@ def test_a_digit_heavy_at_one_end_stays_whole_on_the_canvas(turn: int) -> None:
     image = to_mnist(picture)
     scaled = picture.resize((10, 20) if turn in (0, 180) else (20, 10), Image.Resampling.LANCZOS)
     assert image.sum().item() == sum(scaled.tobytes())  # nothing cut off
-    ink = (image > 0).nonzero()
-    (top, left), (bottom, right) = ink.min(0).values.tolist(), ink.max(0).values.tolist()
+    top, left, bottom, right = ink_box(image)
     edge = {0: bottom == SIZE - 1, 180: top == 0, 90: right == SIZE - 1, 270: left == 0}[turn]  # the handle's end
     assert edge, (turn, top, left, bottom, right)
