@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch import nn
 
 from lit_transfer import DigitsDataModule, FreezeFeatures
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, copy_weights, load_network, same_stage
@@ -16,11 +17,15 @@ from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
 
 
+def network_state(backbone: Backbone, head: Head) -> dict[str, torch.Tensor]:
+    """The weights as a checkpoint's ``state_dict`` names them (``backbone.conv1.weight``, ...)."""
+    return nn.ModuleDict({"backbone": backbone, "head": head}).state_dict()
+
+
 def stage_checkpoint(path: Path, *, batch_norm: bool = False, frozen_stage: bool = False) -> Path:
     """A checkpoint as stage one writes it (5-9 of MNIST), with a freshly initialised network."""
     torch.manual_seed(1)
-    network = {"backbone": Backbone(batch_norm), "head": Head(5)}
-    state = {f"{name}.{k}": v for name, module in network.items() for k, v in module.state_dict().items()}
+    state = network_state(Backbone(batch_norm), Head(5))
     marker = {"format": 1, "dataset": "mnist", "digits": [5, 6, 7, 8, 9], "num_classes": 5}  # as CheckpointMarker's
     marker["frozen_stage"] = frozen_stage
     torch.save({"state_dict": state, MARKER: marker}, path)
@@ -116,11 +121,7 @@ def test_load_network_gives_the_trained_network_frozen_whatever_its_marker_says(
     torch.save(checkpoint, path)
     backbone, head, meta = load_network(path)
     assert head.num_classes == 5 and meta["digits"] == [5, 6, 7, 8, 9]
-    state = {
-        f"{name}.{k}": v
-        for name, module in (("backbone", backbone), ("head", head))
-        for k, v in module.state_dict().items()
-    }
+    state = network_state(backbone, head)
     assert state.keys() == checkpoint["state_dict"].keys()
     assert all(torch.equal(v, checkpoint["state_dict"][k]) for k, v in state.items())
     parameters = [*backbone.parameters(), *head.parameters()]
