@@ -2,9 +2,10 @@
 
 Each mutation replaces one piece of code in a temporary copy of the repository (never this checkout) and runs the
 test meant to catch it there; the test must fail. Prints caught/missed per mutation and exits 1 if any was
-missed. CI runs the mutations whose tests are in the quick loop (``--quick``, tests/test_mutations.py, about two
-minutes); all of them, after changing a guarantee or its test: ``python tests/mutations.py`` (about 17 minutes on
-the project's 2-core machine; the slow ones train, start servers, Ray or a browser).
+missed. CI runs the mutations whose tests are in the quick loop (tests/test_mutations.py, one test per mutation,
+about two minutes; ``--quick`` here). All of them, after changing a guarantee or its test: ``python
+tests/mutations.py`` (about 17 minutes on the project's 2-core machine; the slow ones train, start servers, Ray or a
+browser).
 """
 
 from __future__ import annotations
@@ -447,6 +448,12 @@ def run_one(mutation: Mutation, copy: Path) -> tuple[bool, str]:
         path.write_text(original)
 
 
+def copy_of_repository(folder: Path) -> Path:
+    """The checkout's code, tests and files, copied into ``folder``: the mutations are applied there, never here."""
+    ignore = shutil.ignore_patterns(".venv", ".git", "runs", "reports", "__pycache__", "*.ckpt", "benchmarks")
+    return Path(shutil.copytree(REPO, folder / "repo", ignore=ignore))
+
+
 def quick(mutation: Mutation) -> bool:
     """Whether every test that must catch ``mutation`` is in the quick loop (no file of ``SLOW_FILES``)."""
     from conftest import SLOW_FILES  # tests/ is this script's folder, first on sys.path
@@ -461,9 +468,7 @@ def main(args: list[str]) -> int:
     if "--quick" in args:  # what CI runs (tests/test_mutations.py): the mutations its quick tests must catch
         chosen = [m for m in chosen if quick(m)]
     with tempfile.TemporaryDirectory(prefix="lit_transfer_mutations_") as tmp:
-        copy = Path(tmp) / "repo"
-        ignore = shutil.ignore_patterns(".venv", ".git", "runs", "reports", "__pycache__", "*.ckpt", "benchmarks")
-        shutil.copytree(REPO, copy, ignore=ignore)
+        copy = copy_of_repository(Path(tmp))
         start, missed = time.perf_counter(), 0
         for mutation in chosen:
             t0 = time.perf_counter()
