@@ -155,6 +155,20 @@ def test_export_bad_input(args: list[str], expected: str, tmp_path: Path) -> Non
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(("fmt", "missing"), [("onnx", "onnx"), ("safetensors", "safetensors.torch")])
+def test_a_format_whose_extra_is_missing_names_the_install(
+    fmt: str, missing: str, folder_stage: dict, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # what `import` finds when the export extra is not installed
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt_path", str(folder_stage["checkpoint"]), "--format", fmt, "--output", str(tmp_path / "m")])
+    expected = {"onnx": "ONNX", "safetensors": "safetensors"}[fmt]
+    assert exit_info.value.code == (
+        f"lit_transfer export: error: {expected} export needs the export extra: pip install 'lit_transfer[export]'"
+    )
+    assert not list(tmp_path.iterdir())  # no file, and no temporary one left
+
+
 def test_a_trained_module_is_exported_from_a_copy(folder_stage: dict) -> None:
     from lit_transfer.export import probabilities_model
 
