@@ -15,6 +15,7 @@ from lit_transfer import DigitsDataModule, FreezeFeatures
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, copy_weights, load_network, same_stage
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
+from lit_transfer.module import TransferModule
 
 
 def network_state(backbone: Backbone, head: Head) -> dict[str, torch.Tensor]:
@@ -53,9 +54,10 @@ def test_a_checkpoint_resumes_only_the_stage_that_wrote_it(digits, dataset, free
 def test_transfer_layers_copies_exactly_the_first_layers(layers: int, tmp_path: Path) -> None:
     path = stage_checkpoint(tmp_path / "stage_one.ckpt")
     torch.manual_seed(2)
-    backbone, head = Backbone(), Head(5)
+    module = TransferModule(transfer_layers=layers)  # --model.transfer_layers
+    backbone, head = module.backbone, module.head
     before = [layer.weight.clone() for layer in weight_layers(backbone, head)]
-    copy_weights(str(path), backbone, head, transfer_layers=layers)
+    module.transfer_from(str(path))  # what a stage-two fit does with its --ckpt_path or --model.init_from
     source = torch.load(path, weights_only=True)["state_dict"]
     for i, (name, layer) in enumerate(zip(WEIGHT_LAYERS, weight_layers(backbone, head), strict=True)):
         key = next(k for k in source if k.endswith(f"{name}.weight"))
