@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -38,6 +39,13 @@ from lit_transfer.images.rule import BOX, INK, load_mnist
 
 
 # --- checkpoints, the server, the browser ------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def client_downloads_leave_no_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gradio_client 2 fetches each file an answer names through a new folder in the system temp dir and leaves it
+    there, empty (``Client(download_files=...)``: 400 in the concurrent test): the test's own folder instead."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Stage one, stage two from it, then an unrelated stage one, all under ``runs/``; MNIST-style test files."""
@@ -79,8 +87,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def serving(root: Path, *args: str):
     """``python -m lit_transfer demo ARGS`` on 127.0.0.1 and a free port, in a subprocess; yields its address."""
     command = [sys.executable, "-m", "lit_transfer", "demo", *args, "--port", "0"]
-    # Gradio keeps uploads and answers in GRADIO_TEMP_DIR (/tmp/gradio by default): the test's own folder instead
-    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(root / "gradio")}
+    # Gradio keeps uploads and answers in GRADIO_TEMP_DIR (/tmp/gradio by default), and the demo its pictures and
+    # checkpoints in the temp dir, which a server killed at the end cannot remove: the test's own folders instead
+    (root / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GRADIO_TEMP_DIR": str(root / "gradio"), "TMPDIR": str(root / "tmp")}
     lines: queue.Queue[str] = queue.Queue()
     log: list[str] = []
     # process_guard.started: the server's whole process group is killed on the way out, failures included
