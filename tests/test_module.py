@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_transfer.module import TransferModule, keras_adadelta
@@ -74,3 +77,33 @@ def test_the_test_summary_counts_each_class_and_only_the_runs_classes(classes: i
         (answers == labels).float().mean().item()
     )
     assert classes == 1 or (summary["per_class_acc"][0] == 1.0 and sum(confusion[0]) == 1)
+
+
+class StepLosses(L.Callback):
+    """Each training step's loss, as the step returned it."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(outputs["loss"].item())
+
+
+@pytest.mark.parametrize("classes", [2, 1])
+def test_training_curves_are_logged_on_the_steps_the_logger_writes(classes: int, tmp_path: Path) -> None:
+    # One class: every prediction is right, so each logged step's accuracy must be 1 whatever dropout does
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 28, 28), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, classes, (24,), generator=generator)
+    steps = StepLosses()
+    trainer = L.Trainer(
+        max_steps=6, log_every_n_steps=3, logger=CSVLogger(tmp_path), callbacks=[steps], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    trainer.fit(TransferModule(num_classes=classes), DataLoader(TensorDataset(images, labels), batch_size=4))
+    with open(next(tmp_path.glob("**/metrics.csv"))) as f:
+        rows = [row for row in csv.DictReader(f) if row.get("train_loss_step")]
+    assert [int(row["step"]) for row in rows] == [2, 5]  # the 3rd and 6th steps, as Lightning writes them
+    assert [float(row["train_loss_step"]) for row in rows] == [steps.losses[2], steps.losses[5]]  # their own
+    assert classes == 2 or all(float(row["train_acc_step"]) == 1.0 for row in rows)
