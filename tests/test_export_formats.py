@@ -73,7 +73,11 @@ def test_export_matches_the_checkpoint(fmt: str, folder_stage: dict, tmp_path: P
     if fmt == "onnx":
         import onnx
 
-        props = {p.key: p.value for p in onnx.load(str(output)).metadata_props}
+        proto = onnx.load(str(output))
+        props = {p.key: p.value for p in proto.metadata_props}
+        # the names OUTPUT and the printed snippet give them, for tools that feed and fetch by name
+        names = [i.name for i in proto.graph.input], [o.name for o in proto.graph.output]
+        assert names == (["images"], ["probabilities"])
     elif fmt == "pt2":
         props = {"input": ""}
         torch.export.load(output, extra_files=props)
