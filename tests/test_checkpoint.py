@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lit_transfer import DigitsDataModule, FreezeFeatures
-from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, copy_weights, load_network, same_stage
+from lit_transfer.checkpoint import FORMAT, MARKER, AtomicCheckpointIO, copy_weights, load_network, same_stage
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
 from lit_transfer.module import TransferModule
@@ -86,6 +86,20 @@ def test_a_foreign_checkpoint_is_refused_naming_the_file(tmp_path: Path) -> None
             f"{path} is not a lit_transfer checkpoint (no 'lit_transfer' entry): "
             "pass a .ckpt file from a lit_transfer run's checkpoints/ folder"
         )
+
+
+def test_a_checkpoint_from_a_newer_format_is_refused_and_one_without_a_format_loads(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.ckpt"
+    checkpoint = torch.load(stage_checkpoint(newer), weights_only=True)
+    checkpoint[MARKER]["format"] = FORMAT + 1
+    torch.save(checkpoint, newer)
+    with pytest.raises(UserError) as err:
+        load_network(newer)
+    assert str(err.value) == f"{newer} was written by a newer lit_transfer (format {FORMAT + 1}): upgrade"
+    older = tmp_path / "older.ckpt"  # markers had no "format" before format 1
+    del checkpoint[MARKER]["format"]
+    torch.save(checkpoint, older)
+    assert load_network(older)[2]["digits"] == [5, 6, 7, 8, 9]
 
 
 def transfer_line(path: Path, backbone: Backbone, head: Head, monkeypatch: pytest.MonkeyPatch, **options) -> str:

@@ -107,3 +107,14 @@ def test_training_curves_are_logged_on_the_steps_the_logger_writes(classes: int,
     assert [int(row["step"]) for row in rows] == [2, 5]  # the 3rd and 6th steps, as Lightning writes them
     assert [float(row["train_loss_step"]) for row in rows] == [steps.losses[2], steps.losses[5]]  # their own
     assert classes == 2 or all(float(row["train_acc_step"]) == 1.0 for row in rows)
+
+
+def test_the_progress_bar_shows_training_and_validation_metrics_not_the_tests() -> None:
+    images = torch.randint(0, 256, (16, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(images, torch.arange(16) % 3), batch_size=8)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False)
+    module = TransferModule(num_classes=3)
+    trainer.fit(module, loader, loader)
+    assert set(trainer.progress_bar_metrics) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+    trainer.test(module, loader, verbose=False)  # the test's numbers go to the report, not the bar
+    assert not any(name.startswith("test_") for name in trainer.progress_bar_metrics)
