@@ -12,7 +12,16 @@ import torch
 from torch import nn
 
 from lit_transfer import DigitsDataModule, FreezeFeatures
-from lit_transfer.checkpoint import FORMAT, MARKER, AtomicCheckpointIO, copy_weights, load_network, same_stage
+from lit_transfer.checkpoint import (
+    FORMAT,
+    MARKER,
+    POSITIONAL_NAMES,
+    AtomicCheckpointIO,
+    copy_weights,
+    load_checkpoint,
+    load_network,
+    same_stage,
+)
 from lit_transfer.errors import UserError
 from lit_transfer.model import WEIGHT_LAYERS, Backbone, Head, weight_layers
 from lit_transfer.module import TransferModule
@@ -100,6 +109,27 @@ def test_a_checkpoint_from_a_newer_format_is_refused_and_one_without_a_format_lo
     del checkpoint[MARKER]["format"]
     torch.save(checkpoint, older)
     assert load_network(older)[2]["digits"] == [5, 6, 7, 8, 9]
+
+
+def test_a_checkpoint_from_before_the_layers_had_names_loads_with_todays_names(tmp_path: Path) -> None:
+    # Before 2026-12 the layers sat in an nn.Sequential: its positions named the weights, and FreezeFeatures' saved
+    # parameter groups (a resume after unfreezing reads them back)
+    path = stage_checkpoint(tmp_path / "stage_one.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    today = dict(checkpoint["state_dict"])
+    positions = {new: old for old, new in POSITIONAL_NAMES.items()}
+    old_name = {k: next((positions[p] + k[len(p) :] for p in positions if k.startswith(p)), k) for k in today}
+    checkpoint["state_dict"] = {old_name[k]: v for k, v in today.items()}
+    group = {"params": [old_name["backbone.conv1.weight"], old_name["head.fc2.bias"]], "lr": 1.0}
+    checkpoint["callbacks"] = {"FreezeFeatures{'depth': 3}": {"internal_optimizer_metadata": {0: [group]}}}
+    torch.save(checkpoint, path)
+    assert "backbone.0.weight" in checkpoint["state_dict"] and "head.3.bias" in checkpoint["state_dict"]
+
+    loaded = load_checkpoint(path)
+    assert loaded["state_dict"].keys() == today.keys()
+    assert all(torch.equal(loaded["state_dict"][k], today[k]) for k in today)
+    groups = loaded["callbacks"]["FreezeFeatures{'depth': 3}"]["internal_optimizer_metadata"][0]
+    assert groups == [{"params": ["backbone.conv1.weight", "head.fc2.bias"], "lr": 1.0}]
 
 
 def transfer_line(path: Path, backbone: Backbone, head: Head, monkeypatch: pytest.MonkeyPatch, **options) -> str:
