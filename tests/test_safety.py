@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from helpers import common_args, run_cli
 
 from lit_transfer.checkpoint import MARKER, AtomicCheckpointIO, load_checkpoint
 from lit_transfer.command_line.run_dirs import RUN_DIR_ENV, claim_run_dir, point_latest
+from lit_transfer.errors import UserError
 
 
 class Payload:
@@ -37,6 +39,36 @@ def test_the_payload_works_with_an_unsafe_load(tmp_path: Path) -> None:
     proof = tmp_path / "pwned"
     torch.load(evil_checkpoint(tmp_path / "evil.ckpt", proof), weights_only=False)
     assert proof.exists()  # so its absence below means something
+
+
+def test_the_refusal_names_what_the_file_refers_to_and_a_broken_file_its_error(tmp_path: Path) -> None:
+    evil = evil_checkpoint(tmp_path / "evil.ckpt", tmp_path / "pwned")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(evil)
+    assert str(err.value) == (
+        f"refused to load {evil}: it refers to getattr, which could run code when unpickled; "
+        "only checkpoints written by lit_transfer (tensors and plain values) can be loaded"
+    )
+    broken = tmp_path / "broken.ckpt"  # a zip archive, as torch.save writes, that torch cannot read
+    with zipfile.ZipFile(broken, "w") as archive:
+        archive.writestr("archive/data.pkl", b"not a pickle")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(broken)
+    assert str(err.value) == (
+        f"{broken} is not a readable PyTorch checkpoint (RuntimeError): pass a .ckpt file written by lit_transfer"
+    )
+
+
+def test_every_load_asks_torch_for_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch 2.4 and 2.5, which pyproject.toml allows, load everything unless asked not to (2.6 changed the default)
+    asked: list[dict] = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: asked.append(kwargs) or load(*args, **kwargs))
+    path = tmp_path / "ours.ckpt"
+    torch.save({"state_dict": {}, MARKER: {"format": 1}}, path)
+    load_checkpoint(path)
+    AtomicCheckpointIO().load_checkpoint(path)
+    assert [(kwargs.get("weights_only"), kwargs.get("map_location")) for kwargs in asked] == [(True, "cpu")] * 2
 
 
 @pytest.mark.parametrize(
