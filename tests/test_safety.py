@@ -41,7 +41,7 @@ def test_the_payload_works_with_an_unsafe_load(tmp_path: Path) -> None:
     assert proof.exists()  # so its absence below means something
 
 
-def test_the_refusal_names_what_the_file_refers_to_and_a_broken_file_its_error(tmp_path: Path) -> None:
+def test_the_refusal_names_what_the_file_refers_to_and_other_files_what_they_are(tmp_path: Path) -> None:
     evil = evil_checkpoint(tmp_path / "evil.ckpt", tmp_path / "pwned")
     with pytest.raises(UserError) as err:
         load_checkpoint(evil)
@@ -57,6 +57,11 @@ def test_the_refusal_names_what_the_file_refers_to_and_a_broken_file_its_error(t
     assert str(err.value) == (
         f"{broken} is not a readable PyTorch checkpoint (RuntimeError): pass a .ckpt file written by lit_transfer"
     )
+    tensor = tmp_path / "tensor.pt"  # a readable torch file, but not a checkpoint
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(UserError) as err:
+        load_checkpoint(tensor)
+    assert str(err.value) == f"{tensor} is not a lit_transfer checkpoint: pass a .ckpt file written by lit_transfer"
 
 
 def test_every_load_asks_torch_for_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
