@@ -129,6 +129,7 @@ def test_an_added_group_gets_the_schedulers_values_with_only_learning_rates_scal
     assert len(optimizer.param_groups) == 2  # added once
 
 
+@pytest.mark.hparams_outside_cli  # load_from_checkpoint reads them
 def test_a_run_resumed_after_unfreezing_keeps_training_the_backbone(mnist_root: Path) -> None:
     L.seed_everything(0)
     model = TransferModule(num_classes=5)

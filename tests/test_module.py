@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
+from lit_transfer.checkpoint import load_checkpoint
 from lit_transfer.module import TransferModule, keras_adadelta
 
 
@@ -55,6 +57,7 @@ def test_predict_step_gives_the_three_most_probable_labels_or_all_when_fewer() -
         assert torch.equal(out["label"], labels)
 
 
+@pytest.mark.hparams_outside_cli
 @pytest.mark.parametrize("classes", [3, 1])
 def test_the_test_summary_counts_each_class_and_only_the_runs_classes(classes: int) -> None:
     # The labels are the network's own answers, except that class 0 keeps one image (a class of one image scores
@@ -109,6 +112,7 @@ def test_training_curves_are_logged_on_the_steps_the_logger_writes(classes: int,
     assert classes == 2 or all(float(row["train_acc_step"]) == 1.0 for row in rows)
 
 
+@pytest.mark.hparams_outside_cli
 def test_the_progress_bar_shows_training_and_validation_metrics_not_the_tests() -> None:
     images = torch.randint(0, 256, (16, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     loader = DataLoader(TensorDataset(images, torch.arange(16) % 3), batch_size=8)
@@ -118,3 +122,25 @@ def test_the_progress_bar_shows_training_and_validation_metrics_not_the_tests() 
     assert set(trainer.progress_bar_metrics) == {"train_loss", "train_acc", "val_loss", "val_acc"}
     trainer.test(module, loader, verbose=False)  # the test's numbers go to the report, not the bar
     assert not any(name.startswith("test_") for name in trainer.progress_bar_metrics)
+
+
+@pytest.mark.hparams_outside_cli
+def test_a_module_built_in_python_saves_a_checkpoint_that_loads_weights_only(tmp_path: Path) -> None:
+    # As the notebook builds it (no LightningCLI): the optimizer is a function, which a weights-only load refuses,
+    # so it stays out of the saved hyperparameters
+    images = torch.randint(0, 256, (8, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(TransferModule(num_classes=3), DataLoader(TensorDataset(images, torch.arange(8) % 3), batch_size=8))
+    trainer.save_checkpoint(tmp_path / "notebook.ckpt")
+    saved = load_checkpoint(tmp_path / "notebook.ckpt")["hyper_parameters"]
+    assert saved["num_classes"] == 3 and "optimizer" not in saved and "lr_scheduler" not in saved
+
+
+@pytest.mark.hparams_outside_cli
+def test_a_scheduler_steps_once_per_epoch_unless_told_otherwise() -> None:
+    images = torch.randint(0, 256, (8, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    halve = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    module = TransferModule(num_classes=2, lr_scheduler=halve)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, DataLoader(TensorDataset(images, torch.arange(8) % 2), batch_size=2))  # 4 steps an epoch
+    assert trainer.optimizers[0].param_groups[0]["lr"] == 0.25  # Adadelta's 1.0, halved after each of 2 epochs
