@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_transfer.checkpoint import load_checkpoint
+from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule, keras_adadelta
 
 
@@ -144,3 +145,15 @@ def test_a_scheduler_steps_once_per_epoch_unless_told_otherwise() -> None:
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(module, DataLoader(TensorDataset(images, torch.arange(8) % 2), batch_size=2))  # 4 steps an epoch
     assert trainer.optimizers[0].param_groups[0]["lr"] == 0.25  # Adadelta's 1.0, halved after each of 2 epochs
+
+
+@pytest.mark.parametrize("layers", [1, 4])
+def test_transfer_layers_takes_1_to_4(layers: int) -> None:
+    assert TransferModule(transfer_layers=layers).transfer_layers == layers
+
+
+@pytest.mark.parametrize("layers", [0, 5])
+def test_transfer_layers_outside_1_to_4_is_a_one_line_error(layers: int) -> None:
+    with pytest.raises(UserError) as err:
+        TransferModule(transfer_layers=layers)
+    assert str(err.value) == f"--model.transfer_layers is {layers}: give 1 to 4 (weight layers from the input)"
