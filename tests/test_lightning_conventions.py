@@ -194,7 +194,9 @@ def test_interrupt_leaves_an_ignored_sigint_ignored() -> None:
     assert signal.getsignal(signal.SIGTERM) != interrupt._request
 
 
-def test_evaluation_uses_the_checkpoints_own_digits_and_frozen_counts(mnist_root: Path, tmp_path: Path) -> None:
+def test_evaluation_uses_the_checkpoints_own_digits_and_frozen_counts(mnist_root: Path, tmp_path: Path, monkeypatch):
+    said: list[str] = []  # what the run prints about it (Lightning's rank_zero_info, shown on the console)
+    monkeypatch.setattr("lit_transfer.command_line.evaluation.rank_zero_info", said.append)
     runs = tmp_path / "runs"
     first = fit(mnist_root, runs, "a", "pretrain", "--trainer.max_epochs=1")
     second = fit(
@@ -214,6 +216,8 @@ def test_evaluation_uses_the_checkpoints_own_digits_and_frozen_counts(mnist_root
     )
     report = results(only_run(runs / "e" / "test"))
     assert list(report["per_digit_acc"]) == ["0", "1", "2", "3", "4"]
+    digits = "the checkpoint's digits [0, 1, 2, 3, 4] (mnist), not the config's [5, 6, 7, 8, 9]"
+    assert said == [f"lit_transfer: test on {digits}"]
     assert report["test_acc"] == pytest.approx(results(second)["test_acc"])
     # the test-only run reports the parameters as the stage had them: the backbone frozen
     assert (report["trainable_params"], report["frozen_params"]) == (results(second)["trainable_params"], 9568)
