@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch.utils.data import DataLoader, TensorDataset
 
 from lit_transfer.checkpoint import load_checkpoint
@@ -157,3 +158,11 @@ def test_transfer_layers_outside_1_to_4_is_a_one_line_error(layers: int) -> None
     with pytest.raises(UserError) as err:
         TransferModule(transfer_layers=layers)
     assert str(err.value) == f"--model.transfer_layers is {layers}: give 1 to 4 (weight layers from the input)"
+
+
+def test_the_model_summary_shows_each_parts_sizes_for_a_batch_of_images() -> None:
+    # Lightning's summary at the start of a fit runs example_input_array through the network: two uint8 28x28 images
+    summary = ModelSummary(TransferModule(num_classes=5), max_depth=1)
+    sizes = dict(zip(summary.layer_names, zip(summary.in_sizes, summary.out_sizes, strict=True), strict=True))
+    assert sizes["backbone"] == ([2, 1, 28, 28], [2, 4608]) and sizes["head"] == ([2, 4608], [2, 5])
+    assert summary.total_flops > 0
