@@ -166,3 +166,18 @@ def test_the_model_summary_shows_each_parts_sizes_for_a_batch_of_images() -> Non
     sizes = dict(zip(summary.layer_names, zip(summary.in_sizes, summary.out_sizes, strict=True), strict=True))
     assert sizes["backbone"] == ([2, 1, 28, 28], [2, 4608]) and sizes["head"] == ([2, 4608], [2, 5])
     assert summary.total_flops > 0
+
+
+def test_a_cpu_fit_keeps_the_backbone_channels_last_and_another_device_keeps_torchs_layout() -> None:
+    def channels_last(module: TransferModule) -> bool:  # conv2's weight (64, 32, 3, 3): the two layouts differ
+        return module.backbone.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+
+    images = torch.randint(0, 256, (4, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    module = TransferModule(num_classes=2)
+    assert not channels_last(module)
+    trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, DataLoader(TensorDataset(images, torch.arange(4) % 2), batch_size=4))
+    assert channels_last(module)  # oneDNN's faster convolutions on the CPU (benchmarks/RESULTS.md)
+    elsewhere = TransferModule(num_classes=2)
+    elsewhere.use_layout_for(torch.device("cuda", 0))  # the decision only: no GPU is needed to make it
+    assert not channels_last(elsewhere)
