@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -69,3 +70,24 @@ def test_debians_fashion_mnist_is_read_where_it_is_installed(tmp_path: Path) -> 
         assert torch.equal(positions, torch.arange(n))
     own = write_mnist(tmp_path / "own", folder="FashionMNIST")  # a copy under <data_dir> comes first
     assert DigitsDataModule(str(own), [0], dataset="fashion_mnist").raw_folder == own / "FashionMNIST" / "raw"
+
+
+def labels_in_order(loader) -> list[int]:
+    return torch.cat([labels for _, labels in loader]).tolist()
+
+
+def test_training_batches_are_shuffled_evaluation_ones_in_file_order_and_each_process_gets_its_share(tmp_path: Path):
+    data = DigitsDataModule(str(write_mnist(tmp_path)), download=False, batch_size=4, val_size=0.2)
+    data.setup("fit")
+    data.setup("test")
+    train, val, test = data.splits["train"][1].tolist(), data.splits["val"][1].tolist(), data.splits["test"][1].tolist()
+    assert labels_in_order(data.val_dataloader()) == val and labels_in_order(data.test_dataloader()) == test
+    assert labels_in_order(data.predict_dataloader()) == test  # no files to predict on: the test split
+    shuffled = labels_in_order(data.train_dataloader())
+    assert sorted(shuffled) == sorted(train) and shuffled != train  # 48 images: one order in 10^61 is the same
+    data.trainer = SimpleNamespace(global_rank=1, world_size=2)  # the second of two processes (DDP)
+    share = labels_in_order(data.train_dataloader())
+    assert len(share) == len(train) // 2 and labels_in_order(data.test_dataloader()) == test[1::2]
+    no_validation = DigitsDataModule(str(tmp_path), download=False, val_size=0)
+    no_validation.setup("fit")
+    assert no_validation.val_dataloader() == [] and len(no_validation.splits["train"][1]) == len(train) + len(val)
