@@ -9,9 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import common_args, run_cli, write_mnist
+from helpers import common_args, run_cli, write_idx, write_mnist
 
 from lit_transfer.data import DigitsDataModule, digits
+from lit_transfer.errors import UserError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -91,3 +92,18 @@ def test_training_batches_are_shuffled_evaluation_ones_in_file_order_and_each_pr
     no_validation = DigitsDataModule(str(tmp_path), download=False, val_size=0)
     no_validation.setup("fit")
     assert no_validation.val_dataloader() == [] and len(no_validation.splits["train"][1]) == len(train) + len(val)
+
+
+def test_a_damaged_idx_file_is_named_with_what_is_wrong(tmp_path: Path) -> None:
+    labels = tmp_path / "labels-idx1-ubyte"
+    write_idx(labels, torch.arange(5, dtype=torch.uint8))
+    assert digits.read_idx(labels, 0x801, 1).tolist() == [0, 1, 2, 3, 4]
+    fix = "replace it with the original file"
+    truncated = tmp_path / "truncated-idx1-ubyte"
+    truncated.write_bytes(labels.read_bytes()[:-1])
+    with pytest.raises(UserError) as err:
+        digits.read_idx(truncated, 0x801, 1)
+    assert str(err.value) == f"{truncated} holds 12 bytes but its header promises 13 (truncated or damaged): {fix}"
+    with pytest.raises(UserError) as err:
+        digits.read_idx(labels, 0x803, 3)  # labels where images belong
+    assert str(err.value) == f"{labels} is not an IDX file of the expected kind (magic number 0x803): {fix}"
