@@ -107,3 +107,23 @@ def test_a_damaged_idx_file_is_named_with_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(UserError) as err:
         digits.read_idx(labels, 0x803, 3)  # labels where images belong
     assert str(err.value) == f"{labels} is not an IDX file of the expected kind (magic number 0x803): {fix}"
+
+
+def test_files_of_different_sets_or_with_labels_outside_0_to_9_are_named(tmp_path: Path) -> None:
+    raw = write_mnist(tmp_path) / "MNIST" / "raw"
+    data = DigitsDataModule(str(tmp_path), download=False, digits=[7, 3])
+    _, labels, positions = data.read("train")
+    originals = digits.read_idx(raw / "train-labels-idx1-ubyte", 0x801, 1)
+    assert labels.dtype == torch.long and torch.equal(torch.tensor([7, 3])[labels], originals[positions].long())
+    labels_file = raw / "train-labels-idx1-ubyte"
+    write_idx(labels_file, originals[:-1])
+    with pytest.raises(UserError) as err:
+        data.read("train")
+    assert str(err.value) == (
+        f"{raw / 'train-images-idx3-ubyte'} holds 120 images but train-labels-idx1-ubyte holds 119 labels: the files "
+        "come from different sets; replace them with matching originals"
+    )
+    write_idx(labels_file, torch.cat([torch.tensor([10], dtype=torch.uint8), originals[1:]]))
+    with pytest.raises(UserError) as err:
+        data.read("train")
+    assert str(err.value) == f"{labels_file} has 1 label outside 0-9: replace the file"
