@@ -127,3 +127,16 @@ def test_files_of_different_sets_or_with_labels_outside_0_to_9_are_named(tmp_pat
     with pytest.raises(UserError) as err:
         data.read("train")
     assert str(err.value) == f"{labels_file} has 1 label outside 0-9: replace the file"
+    write_idx(labels_file, torch.zeros_like(originals))
+    with pytest.raises(UserError) as err:
+        data.read("train")
+    assert str(err.value) == f"no image of digits [7, 3] in {labels_file}"
+
+
+def test_the_splits_are_put_on_the_trainers_device(tmp_path: Path) -> None:
+    # once, at setup: the loaders then index tensors already there. "meta" stands in for a GPU: no GPU is needed
+    data = DigitsDataModule(str(write_mnist(tmp_path)), download=False)
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
+    data.setup("fit")
+    data.setup("test")
+    assert {tensor.device.type for split in data.splits.values() for tensor in split} == {"meta"}
