@@ -89,6 +89,9 @@ def test_training_batches_are_shuffled_evaluation_ones_in_file_order_and_each_pr
     data.trainer = SimpleNamespace(global_rank=1, world_size=2)  # the second of two processes (DDP)
     share = labels_in_order(data.train_dataloader())
     assert len(share) == len(train) // 2 and labels_in_order(data.test_dataloader()) == test[1::2]
+    validating = DigitsDataModule(str(tmp_path), download=False, batch_size=4, val_size=0.2)
+    validating.setup("validate")  # trainer.validate: the same held-out images
+    assert labels_in_order(validating.val_dataloader()) == val
     no_validation = DigitsDataModule(str(tmp_path), download=False, val_size=0)
     no_validation.setup("fit")
     assert no_validation.val_dataloader() == [] and len(no_validation.splits["train"][1]) == len(train) + len(val)
