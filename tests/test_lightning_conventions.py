@@ -17,6 +17,7 @@ from helpers import REPO, common_args, only_run, results, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lit_transfer.callbacks.interrupt import Interrupt, resume_command
+from lit_transfer.command_line import evaluation
 
 
 def fit(mnist_root: Path, runs: Path, name: str, config: str = "pretrain", *extra: str) -> Path:
@@ -267,3 +268,19 @@ def test_the_private_lightningcli_hooks_we_override_are_still_called(hook: str) 
 
     assert hook in vars(TransferCLI) and callable(getattr(LightningCLI, hook, None))
     assert f"self.{hook}(" in inspect.getsource(LightningCLI), f"LightningCLI no longer calls {hook}"
+
+
+@pytest.mark.parametrize(
+    ("ckpt_path", "root"),
+    [
+        ("runs/finetune/version_3/checkpoints/last.ckpt", "runs/finetune"),  # beside the stage's own runs
+        ("downloads/last.ckpt", None),  # not in a run folder: the config's default_root_dir
+        ("runs/finetune/checkpoints/last.ckpt", None),
+        ("runs/version_3/weights/last.ckpt", None),
+        ("hpc", None),  # Lightning's own names for a checkpoint it finds
+        ("registry", None),
+        (None, None),
+    ],
+)
+def test_an_evaluation_goes_beside_the_runs_of_the_checkpoints_stage(ckpt_path, root) -> None:
+    assert evaluation.run_root(ckpt_path) == (Path(root) if root else None)
