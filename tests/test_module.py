@@ -21,7 +21,7 @@ from lit_transfer.errors import UserError
 from lit_transfer.module import TransferModule, keras_adadelta
 
 
-def some_images(n: int) -> torch.Tensor:
+def noise_images(n: int) -> torch.Tensor:
     """``n`` uint8 28x28 images of noise, the same on every call."""
     return torch.randint(0, 256, (n, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
 
@@ -50,7 +50,7 @@ def test_the_optimizer_takes_the_steps_keras_adadelta_takes() -> None:
 
 
 def test_predict_step_gives_the_three_most_probable_labels_or_all_when_fewer() -> None:
-    images = some_images(6)
+    images = noise_images(6)
     labels = torch.arange(6)
     for classes, shown in ((5, 3), (2, 2)):
         torch.manual_seed(classes)
@@ -72,7 +72,7 @@ def test_the_test_summary_counts_each_class_and_only_the_runs_classes(classes: i
     # 1.0, not 0.5) and gives the rest to the next class, where they count as mistakes.
     torch.manual_seed(0)
     module = TransferModule(num_classes=classes).eval()
-    images = some_images(40)
+    images = noise_images(40)
     with torch.no_grad():
         answers = module(images).argmax(1)
     labels = answers.clone()
@@ -122,7 +122,7 @@ def test_training_curves_are_logged_on_the_steps_the_logger_writes(classes: int,
 
 @pytest.mark.hparams_outside_cli
 def test_the_progress_bar_shows_training_and_validation_metrics_not_the_tests() -> None:
-    images = some_images(16)
+    images = noise_images(16)
     loader = DataLoader(TensorDataset(images, torch.arange(16) % 3), batch_size=8)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False)
     module = TransferModule(num_classes=3)
@@ -136,7 +136,7 @@ def test_the_progress_bar_shows_training_and_validation_metrics_not_the_tests() 
 def test_a_module_built_in_python_saves_a_checkpoint_that_loads_weights_only(tmp_path: Path) -> None:
     # As the notebook builds it (no LightningCLI): the optimizer is a function, which a weights-only load refuses,
     # so it stays out of the saved hyperparameters
-    images = some_images(8)
+    images = noise_images(8)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(TransferModule(num_classes=3), DataLoader(TensorDataset(images, torch.arange(8) % 3), batch_size=8))
     trainer.save_checkpoint(tmp_path / "notebook.ckpt")
@@ -146,7 +146,7 @@ def test_a_module_built_in_python_saves_a_checkpoint_that_loads_weights_only(tmp
 
 @pytest.mark.hparams_outside_cli
 def test_a_scheduler_steps_once_per_epoch_unless_told_otherwise() -> None:
-    images = some_images(8)
+    images = noise_images(8)
     halve = functools.partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
     module = TransferModule(num_classes=2, lr_scheduler=halve)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False)
@@ -178,7 +178,7 @@ def test_a_cpu_fit_keeps_the_backbone_channels_last_and_another_device_keeps_tor
     def channels_last(module: TransferModule) -> bool:  # conv2's weight (64, 32, 3, 3): the two layouts differ
         return module.backbone.conv2.weight.is_contiguous(memory_format=torch.channels_last)
 
-    images = some_images(4)
+    images = noise_images(4)
     module = TransferModule(num_classes=2)
     assert not channels_last(module)
     trainer = L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
