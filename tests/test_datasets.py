@@ -116,9 +116,10 @@ def test_files_of_different_sets_or_with_labels_outside_0_to_9_are_named(tmp_pat
     raw = write_mnist(tmp_path) / "MNIST" / "raw"
     data = DigitsDataModule(str(tmp_path), download=False, digits=[7, 3])
     _, labels, positions = data.read("train")
-    originals = digits.read_idx(raw / "train-labels-idx1-ubyte", 0x801, 1)
+    name, *spec = digits.IDX_FILES["train"][1]  # train-labels-idx1-ubyte, its magic number and dimensions
+    labels_file = raw / name
+    originals = digits.read_idx(labels_file, *spec)
     assert labels.dtype == torch.long and torch.equal(torch.tensor([7, 3])[labels], originals[positions].long())
-    labels_file = raw / "train-labels-idx1-ubyte"
     write_idx(labels_file, originals[:-1])
     with pytest.raises(UserError) as err:
         data.read("train")
