@@ -132,6 +132,8 @@ def test_export_help_names_every_format_and_torchscripts_deprecation(capsys) -> 
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith("usage: python -m lit_transfer export ")
+    assert "a checkpoint as a file for torch.export, ONNX, safetensors or TorchScript." in text
     assert "{pt2,onnx,safetensors,torchscript,web}" in text
     assert "deprecated upstream, PyTorch recommends torch.export" in text
 
@@ -144,6 +146,81 @@ def test_export_tool_from_the_command_line(folder_stage: dict, tmp_path: Path, m
     entry.main()
     assert (tmp_path / "stage.pt").is_file()
     assert f'torch.jit.load("{tmp_path / "stage.pt"}"' in capsys.readouterr().out
+
+
+def test_export_writes_onnx_unless_told_otherwise(folder_stage: dict, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnx", reason="ONNX export needs the export extra (pip install '.[export]')")
+    checkpoint = tmp_path / "stage.ckpt"
+    checkpoint.write_bytes(folder_stage["checkpoint"].read_bytes())
+    main(["--ckpt_path", str(checkpoint)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage.ckpt", "stage.onnx"]
+    assert f'onnxruntime.InferenceSession("{tmp_path / "stage.onnx"}")' in capsys.readouterr().out
+
+
+def test_the_export_records_its_run_and_conventions(folder_stage: dict, tmp_path: Path) -> None:
+    # Through the stage's `latest` link, the export names the run it came from (version_0), as runs do: the link
+    # moves on with the next run.
+    from safetensors import safe_open
+
+    from lit_transfer.export.formats import INPUT, OUTPUT
+
+    run = folder_stage["checkpoint"].parents[1]
+    through_latest = run.parent / "latest" / "checkpoints" / "last.ckpt"
+    assert through_latest.is_file() and run.name == "version_0"
+    output = tmp_path / "model.safetensors"
+    main(["--ckpt_path", str(through_latest), "--format", "safetensors", "--output", str(output)])
+    with safe_open(str(output), "pt") as f:
+        header = f.metadata()
+    expected = {
+        "classes": json.dumps(NAMES),
+        "input": INPUT,
+        "output": OUTPUT,
+        "checkpoint": str(folder_stage["checkpoint"]),
+        "dataset": "folder",
+    }
+    assert header == expected
+    description = json.loads(output.with_suffix(".json").read_text())
+    assert {key: description[key] for key in expected} == {**expected, "classes": NAMES}
+
+
+def test_a_checkpoint_without_class_names_exports_column_numbers(folder_stage: dict, tmp_path: Path) -> None:
+    checkpoint = torch.load(folder_stage["checkpoint"], weights_only=True)
+    del checkpoint["lit_transfer"]["classes"]  # and its digits are empty: a marker that names no class
+    torch.save(checkpoint, tmp_path / "nameless.ckpt")
+    main(["--ckpt_path", str(tmp_path / "nameless.ckpt"), "--format", "safetensors"])
+    assert json.loads((tmp_path / "nameless.json").read_text())["classes"] == ["0", "1", "2"]
+
+
+def test_safetensors_json_appearing_meanwhile_is_kept_and_named(
+    folder_stage: dict, tmp_path: Path, monkeypatch
+) -> None:
+    # Another process writes model.json after export checked the name and before it links its own: export removes
+    # the model.safetensors it had already linked, keeps the other's file, and names it.
+    from lit_transfer.export import formats
+
+    def architecture_then_a_rival(model: torch.nn.Module) -> dict:
+        (tmp_path / "model.json").write_text("precious")
+        return real_architecture(model)
+
+    real_architecture = formats.architecture
+    monkeypatch.setattr(formats, "architecture", architecture_then_a_rival)
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "--ckpt_path",
+                str(folder_stage["checkpoint"]),
+                "--format",
+                "safetensors",
+                "--output",
+                str(tmp_path / "model.safetensors"),
+            ]
+        )
+    assert exit_info.value.code == (
+        f"lit_transfer export: error: {tmp_path / 'model.json'} already exists: pass another --output "
+        "(export never replaces a file)"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]
+    assert (tmp_path / "model.json").read_text() == "precious"
 
 
 @pytest.mark.parametrize(
@@ -217,7 +294,25 @@ def test_web_folder_beside_the_checkpoint_holds_both_stages(folder_stage: dict, 
     assert "already exists" in str(exit_info.value)
     with pytest.raises(SystemExit) as exit_info:  # --source_ckpt belongs to the web format only
         main(["--ckpt_path", str(checkpoint), "--format", "pt2", "--source_ckpt", str(checkpoint)])
-    assert "--source_ckpt is for --format web only" in str(exit_info.value)
+    assert exit_info.value.code == "lit_transfer export: error: --source_ckpt is for --format web only: leave it out"
+    # --output names the folder, --source_ckpt stage one's checkpoint (here: a copy of the one stage two names)
+    source = tmp_path / "source.ckpt"
+    source.write_bytes(Path(one["checkpoint"]).read_bytes())
+    main(
+        [
+            "--ckpt_path",
+            str(checkpoint),
+            "--format",
+            "web",
+            "--output",
+            str(tmp_path / "site"),
+            "--source_ckpt",
+            str(source),
+        ]
+    )
+    script = (tmp_path / "site" / "models.js").read_text()
+    models = json.loads(script.split("window.LIT_TRANSFER_MODELS = ", 1)[1].rstrip().rstrip(";"))
+    assert models["stages"]["one"]["checkpoint"] == str(source)
 
 
 # The network rebuilt from the safetensors JSON alone, with torch.nn only (its layers are torch.nn constructors), as
@@ -251,3 +346,12 @@ def test_the_exported_copy_is_frozen_and_the_module_is_not(folder_stage: dict) -
     exported = probabilities_model(module)
     assert not exported.training and not any(p.requires_grad for p in exported.parameters())
     assert module.training and all(p.requires_grad for p in module.parameters())
+
+
+def test_export_into_a_missing_folder_says_which(folder_stage: dict, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt_path", str(folder_stage["checkpoint"]), "--output", str(tmp_path / "nope" / "model.onnx")])
+    assert exit_info.value.code == (
+        f"lit_transfer export: error: folder {tmp_path / 'nope'} does not exist: create it or pass another --output"
+    )
+    assert not list(tmp_path.iterdir())
