@@ -131,6 +131,31 @@ def test_evaluating_a_checkpoint_with_digits_its_head_cannot_have(
     assert "was trained on mnist, not kmnist: leave out --data.dataset" in message
 
 
+def test_evaluating_a_checkpoint_that_names_no_classes_on_data_of_another_width(
+    mnist_root: Path, tmp_path: Path, capsys
+) -> None:
+    # Its marker names no digits (made by hand, or by other code): the config's five digits are kept, and the
+    # two-class head cannot take them.
+    run_cli(
+        *fit_args(mnist_root, tmp_path),
+        "--data.digits=[5,6]",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+    )
+    (ckpt,) = (tmp_path / "runs" / "pretrain").rglob("last.ckpt")
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint[MARKER]["digits"] = []
+    nameless = tmp_path / "nameless.ckpt"
+    torch.save(checkpoint, nameless)
+    args = [f"--data.data_dir={mnist_root}", "--data.download=false", f"--trainer.default_root_dir={tmp_path / 'e'}"]
+    message = fails(capsys, "test", "--config=configs/pretrain.yaml", *args, f"--ckpt_path={nameless}")
+    assert message.endswith(
+        f"{nameless} has a head for 2 classes (0, 1) and the data has 5 (5, 6, 7, 8, 9): choose 2 with --data.digits "
+        "or --data.classes"
+    )
+    assert not list((tmp_path / "e").rglob("*.json"))
+
+
 @pytest.mark.parametrize(("subcommand", "shorthand"), [("fit", "last"), ("test", "best"), ("predict", "last")])
 def test_lightning_ckpt_shorthands_name_the_fix(
     subcommand: str, shorthand: str, mnist_root: Path, tmp_path: Path, capsys

@@ -88,6 +88,35 @@ def test_predict_a_folder_of_image_files(tmp_path: Path, folder_stage: dict, cap
     assert first[0].endswith("/scans/a/mnist_like.png") and first[1] == readable[0]["predicted"]
 
 
+def test_predict_files_with_a_config_of_other_classes_uses_the_checkpoints_head(
+    tmp_path: Path, folder_stage: dict, monkeypatch
+) -> None:
+    # configs/pretrain.yaml names five digits; the checkpoint's head has three classes. Files need no dataset, so
+    # the network takes the checkpoint's width and its class names, and the first line says so.
+    scans = tmp_path / "scans"
+    make_files(scans)
+    runs = tmp_path / "runs"
+    said: list[str] = []  # what the run prints about it (Lightning's rank_zero_info, shown on the console)
+    monkeypatch.setattr("lit_transfer.command_line.evaluation.rank_zero_info", said.append)
+    run_cli(
+        "predict",
+        "--config=configs/pretrain.yaml",
+        f"--ckpt_path={folder_stage['checkpoint']}",
+        f"--data.predict_path={scans / 'b'}",
+        f"--trainer.default_root_dir={runs}",
+        "--trainer.enable_progress_bar=false",
+    )
+    with open(only_run(runs / "predict") / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["file"]).name for r in rows] == ["drawing.png", "scan.bmp", "scan.gif", "scan.jpg"]
+    probabilities = by_hand(folder_stage["checkpoint"], [r["file"] for r in rows])
+    assert [r["predicted"] for r in rows] == [NAMES[i] for i in probabilities.argmax(1).tolist()]
+    assert [float(r["probability"]) for r in rows] == pytest.approx(probabilities.max(1).values.tolist(), abs=1e-6)
+    assert said == [
+        "lit_transfer: predict with the checkpoint's classes bar0, bar1, bar2 (folder); the config's are not used"
+    ]
+
+
 def test_predict_one_file_and_a_glob(tmp_path: Path, folder_stage: dict) -> None:
     scans = tmp_path / "scans"
     make_files(scans)

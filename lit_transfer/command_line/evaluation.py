@@ -116,8 +116,13 @@ def prepare(subcommand: str, ckpt_path: str | None, model: L.LightningModule, da
         if data.num_classes != width and subcommand == "predict" and data.predict_path is not None:
             settings = {k: v for k, v in model.hparams.items() if not k.startswith("_")}  # not LightningCLI's own
             model = type(model)(**{**settings, "num_classes": width})  # predict on files: the checkpoint's own
-        if model.hparams.num_classes != width:
-            raise mismatch(ckpt_path, names or [str(i) for i in range(width)], data.class_names, "the data")
+        if model.hparams.num_classes != width:  # a checkpoint that names no classes: configure() kept the config's
+            names = names or [str(i) for i in range(width)]
+            raise UserError(
+                f"{ckpt_path} has a head for {count(width, 'class', 'classes')} ({', '.join(names)}) and the data has "
+                f"{len(data.class_names)} ({', '.join(data.class_names)}): choose {width} with --data.digits or "
+                "--data.classes"
+            )
     if subcommand == "predict" and data.predict_path is not None:
         find_images(data.predict_path)
     else:
