@@ -62,8 +62,12 @@ def test_export_matches_the_checkpoint(fmt: str, folder_stage: dict, tmp_path: P
     main(["--ckpt_path", str(folder_stage["checkpoint"]), "--format", fmt, "--output", str(output)])
     printed = capsys.readouterr().out
     # its own lines only: torch's ONNX exporter narrates each of its steps unless told not to
-    before, wrote, _ = printed.partition(f"wrote {output}: ")
-    assert wrote and all(line.startswith("note: ") for line in before.splitlines()), printed[:200]
+    before, wrote, after = printed.partition(f"wrote {output}: ")
+    deprecated = "note: TorchScript is deprecated upstream: PyTorch recommends torch.export (--format pt2)\n"
+    assert wrote and before == (deprecated if fmt == "torchscript" else ""), printed[:200]
+    json_line = f"wrote {output.with_suffix('.json')}: the classes, the input rule and the architecture\n"
+    assert (json_line in after) == (fmt == "safetensors")
+    assert "load it in Python (images: float32 (N, 1, 28, 28), each pixel / 255" in after
     images = some_images(folder_stage, tmp_path)
     probabilities, classes = run_snippet(printed, images.unsqueeze(1).float() / 255)
     assert classes == NAMES
@@ -227,7 +231,7 @@ def test_safetensors_json_appearing_meanwhile_is_kept_and_named(
     ("args", "expected"),
     [
         (["--format", "torchscript"], "does not exist"),
-        (["--format", "keras"], 'Parser key "format"'),
+        (["--format", "keras"], 'Parser key "format": Expected a typing.Literal['),
     ],
 )
 def test_export_bad_input(args: list[str], expected: str, tmp_path: Path) -> None:
@@ -235,6 +239,7 @@ def test_export_bad_input(args: list[str], expected: str, tmp_path: Path) -> Non
         main(["--ckpt_path", str(tmp_path / "nope.ckpt"), *args])
     message = exit_info.value.code
     assert isinstance(message, str) and message.count("\n") == 0 and expected in message
+    assert message.startswith("lit_transfer export: error: ")
     assert not list(tmp_path.iterdir())
 
 
@@ -279,7 +284,12 @@ def test_web_folder_beside_the_checkpoint_holds_both_stages(folder_stage: dict, 
     checkpoint.write_bytes(folder_stage["checkpoint"].read_bytes())
     main(["--ckpt_path", str(checkpoint), "--format", "web"])
     folder = tmp_path / "stage-web"
-    assert f"wrote {folder}/" in capsys.readouterr().out
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert capsys.readouterr().out == (
+        f"wrote {folder}/ ({size / 1e6:.1f} MB): open {folder / 'index.html'} in a browser, or put the\n"
+        "folder on any static host (GitHub Pages, ...); it needs no server code and no network (docs/web.md)\n"
+    )
+    assert (folder / "index.html").is_file()
     script = (folder / "models.js").read_text()
     models = json.loads(script.split("window.LIT_TRANSFER_MODELS = ", 1)[1].rstrip().rstrip(";"))
     one, two = models["stages"]["one"], models["stages"]["two"]
