@@ -52,7 +52,8 @@ def mnist_root(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def folder_stage(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A real folder stage: stage one on the synthetic IDX digits, then configs/folder_finetune.yaml on a 3-class
-    image folder from its checkpoint. Its checkpoint, folder and results.json."""
+    image folder from its checkpoint. Its checkpoint, folder and results.json; stage one's checkpoint (``source``)
+    and digits (``mnist``)."""
     root = tmp_path_factory.mktemp("folder_stage")
     mnist, folder, runs = write_mnist(root / "data"), write_image_folder(root / "imgs"), root / "runs"
     tiny = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2"]
@@ -61,7 +62,8 @@ def folder_stage(tmp_path_factory: pytest.TempPathFactory) -> dict:
     own = folder_args(folder, runs, "own", root / "cache")
     run_cli("fit", "--config=configs/folder_finetune.yaml", *own, "--trainer.max_epochs=3", f"--ckpt_path={source}")
     run = only_run(runs / "own")
-    return {"checkpoint": run / "checkpoints" / "last.ckpt", "folder": folder, "results": results(run)}
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    return {"checkpoint": checkpoint, "folder": folder, "results": results(run), "source": source, "mnist": mnist}
 
 
 # The quick loop, `python -m pytest -m "not slow"` (under a minute on 2 cores; README): these files start

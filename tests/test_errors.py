@@ -85,6 +85,8 @@ def test_foreign_checkpoint_is_refused(mnist_root: Path, tmp_path: Path, capsys)
     assert "not a lit_transfer checkpoint" in message
     message = fails(capsys, *fit_args(mnist_root, tmp_path, "finetune"), f"--model.init_from={foreign}")
     assert "not a lit_transfer checkpoint" in message
+    message = fails(capsys, "test", "--config=configs/finetune.yaml", f"--ckpt_path={foreign}")
+    assert message.startswith(f"lit_transfer: error: {foreign} is not a lit_transfer checkpoint")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint at all")
     assert "not a readable PyTorch checkpoint" in fails(
@@ -150,8 +152,7 @@ def test_evaluating_a_checkpoint_that_names_no_classes_on_data_of_another_width(
     args = [f"--data.data_dir={mnist_root}", "--data.download=false", f"--trainer.default_root_dir={tmp_path / 'e'}"]
     message = fails(capsys, "test", "--config=configs/pretrain.yaml", *args, f"--ckpt_path={nameless}")
     assert message.endswith(
-        f"{nameless} has a head for 2 classes (0, 1) and the data has 5 (5, 6, 7, 8, 9): choose 2 with --data.digits "
-        "or --data.classes"
+        f"{nameless} has a head for 2 classes (0, 1) and the data has 5 (5, 6, 7, 8, 9): choose 2 with --data.digits"
     )
     assert not list((tmp_path / "e").rglob("*.json"))
 

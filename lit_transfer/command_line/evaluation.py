@@ -61,7 +61,7 @@ def configure(subcommand: str, config: Namespace, given: set[str]) -> None:
     elif folder_data:
         ours = None if data.classes is None else [str(c) for c in data.classes]
         if ours is None:  # its own classes in its own label order (a class folder added since shifts nothing)
-            data.classes = names
+            data.classes = names or None  # a checkpoint that names none: the folder's
         elif ours != names:
             if len(ours) != len(names):
                 raise mismatch(ckpt_path, names, ours, "--data.classes")
@@ -118,10 +118,10 @@ def prepare(subcommand: str, ckpt_path: str | None, model: L.LightningModule, da
             model = type(model)(**{**settings, "num_classes": width})  # predict on files: the checkpoint's own
         if model.hparams.num_classes != width:  # a checkpoint that names no classes: configure() kept the config's
             names = names or [str(i) for i in range(width)]
+            option = "--data.digits" if hasattr(data, "digits") else "--data.classes"
             raise UserError(
                 f"{ckpt_path} has a head for {count(width, 'class', 'classes')} ({', '.join(names)}) and the data has "
-                f"{len(data.class_names)} ({', '.join(data.class_names)}): choose {width} with --data.digits or "
-                "--data.classes"
+                f"{len(data.class_names)} ({', '.join(data.class_names)}): choose {width} with {option}"
             )
     if subcommand == "predict" and data.predict_path is not None:
         find_images(data.predict_path)
