@@ -124,13 +124,19 @@ def test_evaluating_a_checkpoint_with_digits_its_head_cannot_have(
     message = fails(
         capsys, subcommand, "--config=configs/pretrain.yaml", "--data.digits=[1,2]", *args, f"--ckpt_path={ckpt}"
     )
-    assert "has a head for 5 classes (5, 6, 7, 8, 9) and --data.digits gives 2 (1, 2)" in message
+    assert message == (
+        f"lit_transfer: error: {ckpt} has a head for 5 classes (5, 6, 7, 8, 9) and --data.digits gives 2 (1, 2): give "
+        "5, or leave out --data.digits to use the checkpoint's own"
+    )
     assert not list((tmp_path / "e").rglob("*.json")) and not list((tmp_path / "e").rglob("*.csv"))
     # another dataset, named explicitly, is a contradiction too
     message = fails(
         capsys, subcommand, "--config=configs/pretrain.yaml", "--data.dataset=kmnist", *args, f"--ckpt_path={ckpt}"
     )
-    assert "was trained on mnist, not kmnist: leave out --data.dataset" in message
+    assert message == (
+        f"lit_transfer: error: {ckpt} was trained on mnist, not kmnist: leave out --data.dataset to evaluate it on its "
+        "own dataset"
+    )
 
 
 def test_evaluating_a_checkpoint_that_names_no_classes_on_data_of_another_width(

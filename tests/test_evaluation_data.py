@@ -154,3 +154,42 @@ def test_a_folder_checkpoint_that_names_no_classes_takes_the_folders(
         f"lit_transfer: error: {ckpt} has a head for 3 classes (0, 1, 2) and the data has 4 (bar0, bar1, bar2, bar3): "
         "choose 3 with --data.classes"
     )
+
+
+def test_the_checkpoints_dataset_and_digits_named_again_change_nothing(
+    folder_stage: dict, tmp_path: Path, said: list[str]
+) -> None:
+    ckpt = tmp_path / "stage.ckpt"
+    ckpt.write_bytes(folder_stage["source"].read_bytes())  # digits 5-9 of mnist
+    args = [*common_args(folder_stage["mnist"], tmp_path / "runs", "e"), f"--ckpt_path={ckpt}"]
+    run_cli("test", "--config=configs/finetune.yaml", *args, "--data.dataset=mnist", "--data.digits=[5,6,7,8,9]")
+    assert list(results(only_run(tmp_path / "runs" / "e" / "test"))["per_digit_acc"]) == ["5", "6", "7", "8", "9"]
+    assert said == []
+
+
+def test_data_digits_of_the_same_count_relabel_the_head(folder_stage: dict, tmp_path: Path, said: list[str]) -> None:
+    ckpt = tmp_path / "stage.ckpt"
+    ckpt.write_bytes(folder_stage["source"].read_bytes())
+    args = [*common_args(folder_stage["mnist"], tmp_path / "runs", "e"), f"--ckpt_path={ckpt}"]
+    run_cli("test", "--config=configs/pretrain.yaml", *args, "--data.digits=[0,1,2,3,4]")
+    assert list(results(only_run(tmp_path / "runs" / "e" / "test"))["per_digit_acc"]) == ["0", "1", "2", "3", "4"]
+    assert said == [
+        "lit_transfer: test with --data.digits [0, 1, 2, 3, 4]; the checkpoint was trained on [5, 6, 7, 8, 9]"
+    ]
+
+
+def test_a_checkpoint_of_another_dataset_is_evaluated_on_its_own(
+    folder_stage: dict, tmp_path: Path, said: list[str]
+) -> None:
+    # A Kuzushiji-MNIST checkpoint (here: the marker says so) with stage one's MNIST config: evaluated on KMNIST,
+    # and the first line says so.
+    checkpoint = torch.load(folder_stage["source"], weights_only=True)
+    checkpoint["lit_transfer"]["dataset"] = "kmnist"
+    ckpt = tmp_path / "kmnist.ckpt"
+    torch.save(checkpoint, ckpt)
+    data = tmp_path / "data"
+    shutil.copytree(folder_stage["mnist"] / "MNIST" / "raw", data / "KMNIST" / "raw")  # the same synthetic files
+    run_cli("test", "--config=configs/pretrain.yaml", *common_args(data, tmp_path / "runs", "e"), f"--ckpt_path={ckpt}")
+    report = results(only_run(tmp_path / "runs" / "e" / "test"))
+    assert report["dataset"] == "kmnist" and list(report["per_digit_acc"]) == ["5", "6", "7", "8", "9"]
+    assert said == ["lit_transfer: test on the checkpoint's dataset kmnist, not the config's mnist"]

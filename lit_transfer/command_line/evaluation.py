@@ -73,14 +73,17 @@ def configure(subcommand: str, config: Namespace, given: set[str]) -> None:
                     f"{ckpt_path} was trained on {dataset}, not {data.dataset}: leave out --data.dataset to evaluate "
                     "it on its own dataset"
                 )
+            say(f"{subcommand} on the checkpoint's dataset {dataset}, not the config's {data.dataset}")
             data.dataset = dataset
         digits = [int(d) for d in meta.get("digits") or []]
         if digits and digits != list(data.digits):
-            if "digits" in given and len(data.digits) != len(digits):
-                raise mismatch(ckpt_path, names, [str(d) for d in data.digits], "--data.digits")
             if "digits" not in given:
                 say(f"{subcommand} on the checkpoint's digits {digits} ({dataset}), not the config's {data.digits}")
                 data.digits = digits
+            elif len(data.digits) != len(digits):
+                raise mismatch(ckpt_path, names, [str(d) for d in data.digits], "--data.digits")
+            else:  # the head's outputs read as the digits given, in their order
+                say(f"{subcommand} with --data.digits {list(data.digits)}; the checkpoint was trained on {digits}")
 
 
 def mismatch(ckpt_path: str, names: list[str], given: list[str], option: str) -> UserError:
