@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers import common_args, run_cli, write_idx, write_mnist
+from PIL import Image
 
 from lit_transfer.data import DigitsDataModule, digits
 from lit_transfer.errors import UserError
@@ -144,3 +145,9 @@ def test_the_splits_are_put_on_the_trainers_device(tmp_path: Path) -> None:
     data.setup("fit")
     data.setup("test")
     assert {tensor.device.type for split in data.splits.values() for tensor in split} == {"meta"}
+    # image files to predict on, too
+    Image.new("L", (28, 28), 0).save(tmp_path / "blank.png")
+    data = DigitsDataModule(str(tmp_path), download=False, predict_path=str(tmp_path / "blank.png"))
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
+    data.setup("predict")
+    assert [tensor.device.type for tensor in data.splits["predict"]] == ["meta", "meta"]
