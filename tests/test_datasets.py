@@ -143,6 +143,7 @@ def test_the_splits_are_put_on_the_trainers_device(tmp_path: Path) -> None:
     data = DigitsDataModule(str(write_mnist(tmp_path)), download=False)
     data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
     data.setup("fit")
+    assert sorted(data.splits) == ["train", "val"]  # the test split is read for testing only
     data.setup("test")
     assert {tensor.device.type for split in data.splits.values() for tensor in split} == {"meta"}
     # image files to predict on, too
