@@ -152,3 +152,69 @@ def test_the_splits_are_put_on_the_trainers_device(tmp_path: Path) -> None:
     data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
     data.setup("predict")
     assert [tensor.device.type for tensor in data.splits["predict"]] == ["meta", "meta"]
+
+
+STEMS = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+
+
+def not_found(data: DigitsDataModule) -> str:
+    with pytest.raises(UserError) as err:
+        data.prepare_data()
+    return str(err.value)
+
+
+def test_missing_files_say_where_they_were_looked_for_and_how_to_lay_them_out(tmp_path: Path, monkeypatch) -> None:
+    expected = (
+        f"mnist not found in {tmp_path}/MNIST/raw/ and --data.download is false: put the four IDX files ({STEMS}; "
+        "uncompressed or .gz) there, or point --data.data_dir at the folder that holds MNIST/raw/"
+    )
+    assert not_found(DigitsDataModule(str(tmp_path), download=False)) == expected
+    # the files directly in the folder given: the folder two levels up is the one to give
+    write_mnist(tmp_path / "flat")
+    flat = tmp_path / "flat" / "MNIST" / "raw"
+    message = not_found(DigitsDataModule(str(flat), download=False))
+    assert (
+        f"--data.download is false (the files are directly in {flat}: pass its grandparent as --data.data_dir): "
+        in message
+    )
+    # a dataset a system package provides names it (here its folder is empty)
+    monkeypatch.setitem(digits.SYSTEM_FOLDERS, "fashion_mnist", tmp_path / "system")
+    message = not_found(DigitsDataModule(str(tmp_path), download=False, dataset="fashion_mnist"))
+    assert message.startswith(f"fashion_mnist not found in {tmp_path}/FashionMNIST/raw/ and --data.download is false: ")
+    assert message.endswith(
+        "the folder that holds FashionMNIST/raw/; on Debian: apt-get install dataset-fashion-mnist, which is read from "
+        f"{tmp_path / 'system'}/"
+    )
+
+
+class OfflineMNIST:
+    """What torchvision's ``MNIST(root, train=..., download=True)`` does, without a network: every IDX file into
+    ``<root>/MNIST/raw`` (torchvision downloads all four whichever split is asked), or its error without
+    ``download``."""
+
+    def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+        if not download:
+            raise RuntimeError("Dataset not found. You can use download=True to download it")
+        write_mnist(Path(root))
+
+
+def test_missing_files_are_downloaded_into_the_data_dir(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(digits.DATASETS, "mnist", type("MNIST", (OfflineMNIST,), {}))
+    data = DigitsDataModule(str(tmp_path / "data"), download=True)
+    data.prepare_data()
+    assert sorted(p.name for p in (tmp_path / "data" / "MNIST" / "raw").iterdir()) == sorted(STEMS.split(", "))
+    data.setup("fit")
+    assert len(data.splits["train"][1]) > 0
+
+
+def test_a_failed_download_says_why(tmp_path: Path, monkeypatch) -> None:
+    class Unreachable:
+        def __init__(self, root: str, train: bool = True, download: bool = False) -> None:
+            raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setitem(digits.DATASETS, "mnist", type("MNIST", (Unreachable,), {}))
+    message = not_found(DigitsDataModule(str(tmp_path), download=True))
+    assert message.startswith(
+        f"mnist not found in {tmp_path}/MNIST/raw/ and download failed (OSError: [Errno -3] Temporary failure in name "
+        "resolution): put the four IDX files"
+    )
