@@ -32,11 +32,16 @@ def nothing_written(tmp_path: Path) -> bool:
 
 @pytest.mark.parametrize(
     ("digits", "expected"),
-    [("[5,6,10]", "outside 0-9"), ("[]", "is empty"), ("[1,2,2]", "repeats [2]"), ("[-1,3]", "outside 0-9")],
+    [
+        ("[5,6,10]", "has [10] outside 0-9: use digits from 0 to 9, e.g. '[0,1,2,3,4]'"),
+        ("[]", "is empty: give at least one digit, e.g. --data.digits '[5,6,7,8,9]'"),
+        ("[1,2,2]", "repeats [2]: list each digit once, e.g. '[0,1,2,3,4]'"),
+        ("[-1,3]", "has [-1] outside 0-9: use digits from 0 to 9, e.g. '[0,1,2,3,4]'"),
+    ],
 )
 def test_bad_digits(digits: str, expected: str, mnist_root: Path, tmp_path: Path, capsys) -> None:
     message = fails(capsys, *fit_args(mnist_root, tmp_path), f"--data.digits={digits}")
-    assert expected in message and "--data.digits" in message
+    assert message == f"lit_transfer: error: --data.digits {expected}"
     assert nothing_written(tmp_path)
 
 
