@@ -200,7 +200,7 @@ class OfflineMNIST:
 
 def test_missing_files_are_downloaded_into_the_data_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(digits.DATASETS, "mnist", type("MNIST", (OfflineMNIST,), {}))
-    data = DigitsDataModule(str(tmp_path / "data"), download=True)
+    data = DigitsDataModule(str(tmp_path / "data"))  # downloads by default: a newcomer's first run fetches MNIST
     data.prepare_data()
     assert sorted(p.name for p in (tmp_path / "data" / "MNIST" / "raw").iterdir()) == sorted(STEMS.split(", "))
     data.setup("fit")
@@ -218,3 +218,12 @@ def test_a_failed_download_says_why(tmp_path: Path, monkeypatch) -> None:
         f"mnist not found in {tmp_path}/MNIST/raw/ and download failed (OSError: [Errno -3] Temporary failure in name "
         "resolution): put the four IDX files"
     )
+
+
+def test_train_per_class_is_a_label_budget_on_digits(tmp_path: Path) -> None:
+    data = DigitsDataModule(
+        str(write_mnist(tmp_path, n_train=40)), [5, 6], download=False, val_size=0, train_per_class=2
+    )
+    data.setup("fit")
+    _, labels = data.splits["train"]
+    assert labels.bincount().tolist() == [2, 2]
