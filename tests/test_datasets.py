@@ -227,3 +227,25 @@ def test_train_per_class_is_a_label_budget_on_digits(tmp_path: Path) -> None:
     data.setup("fit")
     _, labels = data.splits["train"]
     assert labels.bincount().tolist() == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("val_size", 1, "--data.val_size is 1: give a fraction in [0, 1), e.g. 0.1"),
+        ("val_size", 1.5, "--data.val_size is 1.5: give a fraction in [0, 1), e.g. 0.1"),
+        ("val_size", -0.1, "--data.val_size is -0.1: give a fraction in [0, 1), e.g. 0.1"),
+        ("train_per_class", 0, "--data.train_per_class is 0: give a positive number or null (all)"),
+        ("batch_size", 0, "--data.batch_size is 0: give a positive number, e.g. 128"),
+    ],
+)
+def test_settings_out_of_range_are_refused(option: str, value: float, expected: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError) as err:
+        DigitsDataModule(str(tmp_path), download=False, **{option: value})
+    assert str(err.value) == expected
+
+
+def test_the_smallest_settings_are_taken(tmp_path: Path) -> None:
+    data = DigitsDataModule(str(write_mnist(tmp_path)), download=False, val_size=0.99, train_per_class=1, batch_size=1)
+    data.setup("fit")
+    assert (data.batch_size, data.val_size, data.train_per_class) == (1, 0.99, 1)

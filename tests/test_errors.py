@@ -174,8 +174,12 @@ def test_lightning_ckpt_shorthands_name_the_fix(
 ) -> None:
     args = common_args(mnist_root, tmp_path / "runs", "pretrain")
     message = fails(capsys, subcommand, "--config=configs/pretrain.yaml", *args, f"--ckpt_path={shorthand}")
-    assert f"--ckpt_path {shorthand} would look in this command's own new run folder" in message
-    assert "checkpoints/last.ckpt" in message and nothing_written(tmp_path)
+    assert message == (
+        f"lit_transfer: error: --ckpt_path {shorthand} would look in this command's own new run folder: pass the "
+        "checkpoint's path, e.g. runs/pretrain/latest/checkpoints/last.ckpt (stage one's newest finished run; each run "
+        "prints its own)"
+    )
+    assert nothing_written(tmp_path)
 
 
 @pytest.mark.parametrize(
