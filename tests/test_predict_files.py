@@ -88,6 +88,7 @@ def test_predict_a_folder_of_image_files(tmp_path: Path, folder_stage: dict, cap
     assert first[0].endswith("/scans/a/mnist_like.png") and first[1] == readable[0]["predicted"]
 
 
+@pytest.mark.hparams_outside_cli  # evaluation.prepare() rebuilds the module from its hyperparameters, in Python
 def test_predict_files_with_a_config_of_other_classes_uses_the_checkpoints_head(
     tmp_path: Path, folder_stage: dict, monkeypatch
 ) -> None:
