@@ -138,6 +138,7 @@ def test_export_help_names_every_format_and_torchscripts_deprecation(capsys) -> 
     text = " ".join(capsys.readouterr().out.split())
     assert text.startswith("usage: python -m lit_transfer export ")
     assert "a checkpoint as a file for torch.export, ONNX, safetensors or TorchScript." in text
+    assert "The network maps a float32 batch" not in text  # the module docstring's first paragraph only
     assert "{pt2,onnx,safetensors,torchscript,web}" in text
     assert "deprecated upstream, PyTorch recommends torch.export" in text
 
