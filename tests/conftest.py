@@ -66,7 +66,7 @@ def folder_stage(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"checkpoint": checkpoint, "folder": folder, "results": results(run), "source": source, "mnist": mnist}
 
 
-# The quick loop, `python -m pytest -m "not slow"` (under a minute on 2 cores; README): these files start
+# The quick loop, `python -m pytest -m "not slow"` (about a minute on 2 cores; README): these files start
 # subprocesses, servers, Ray, a browser or a kernel, or train on the real MNIST (2026-12-02, full suite with
 # --durations=0: 10-230 s each). Tests elsewhere that are slow carry @pytest.mark.slow themselves.
 SLOW_FILES = {
