@@ -44,6 +44,14 @@ def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture
+def said(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What an evaluation prints about the data and classes it uses (Lightning's rank_zero_info, on the console)."""
+    lines: list[str] = []
+    monkeypatch.setattr("lit_transfer.command_line.evaluation.rank_zero_info", lines.append)
+    return lines
+
+
+@pytest.fixture
 def mnist_root(tmp_path: Path) -> Path:
     """A data_dir with 120 training and 40 test images in torchvision's MNIST layout."""
     return write_mnist(tmp_path / "data")

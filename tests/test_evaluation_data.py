@@ -5,7 +5,6 @@ tests/test_lightning_conventions.py and tests/test_errors.py.)"""
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -13,15 +12,7 @@ import pytest
 import torch
 from helpers import common_args, folder_args, only_run, results, run_cli
 from test_errors import fails
-from test_predict_files import make_files
-
-
-@pytest.fixture
-def said(monkeypatch) -> list[str]:
-    """What the evaluation prints about the classes it uses (Lightning's rank_zero_info, shown on the console)."""
-    lines: list[str] = []
-    monkeypatch.setattr("lit_transfer.command_line.evaluation.rank_zero_info", lines.append)
-    return lines
+from test_predict_files import make_files, predict
 
 
 @pytest.mark.parametrize("subcommand", ["test", "predict"])
@@ -57,17 +48,7 @@ def test_predict_files_with_a_folder_config_names_a_digits_checkpoints_classes(
 ) -> None:
     scans = tmp_path / "scans"
     make_files(scans)
-    runs = tmp_path / "runs"
-    run_cli(
-        "predict",
-        "--config=configs/folder_finetune.yaml",
-        f"--ckpt_path={folder_stage['source']}",
-        f"--data.predict_path={scans / 'b'}",
-        f"--trainer.default_root_dir={runs}",
-        "--trainer.enable_progress_bar=false",
-    )
-    with open(only_run(runs / "predict") / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = predict(tmp_path, folder_stage["source"], str(scans / "b"))
     assert len(rows) == 4 and {r["predicted"] for r in rows} <= {"5", "6", "7", "8", "9"}
     assert said == [
         "lit_transfer: predict with the checkpoint's classes 5, 6, 7, 8, 9 (mnist); the config's are not used"

@@ -195,9 +195,9 @@ def test_interrupt_leaves_an_ignored_sigint_ignored() -> None:
     assert signal.getsignal(signal.SIGTERM) != interrupt._request
 
 
-def test_evaluation_uses_the_checkpoints_own_digits_and_frozen_counts(mnist_root: Path, tmp_path: Path, monkeypatch):
-    said: list[str] = []  # what the run prints about it (Lightning's rank_zero_info, shown on the console)
-    monkeypatch.setattr("lit_transfer.command_line.evaluation.rank_zero_info", said.append)
+def test_evaluation_uses_the_checkpoints_own_digits_and_frozen_counts(
+    mnist_root: Path, tmp_path: Path, said: list[str]
+) -> None:
     runs = tmp_path / "runs"
     first = fit(mnist_root, runs, "a", "pretrain", "--trainer.max_epochs=1")
     second = fit(

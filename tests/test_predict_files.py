@@ -40,12 +40,14 @@ def make_files(root: Path) -> None:
     bar[0].save(root / ".hidden" / "skipped.png")
 
 
-def predict(tmp_path: Path, checkpoint: Path, target: str, *extra: str) -> list[dict[str, str]]:
+def predict(
+    tmp_path: Path, checkpoint: Path, target: str, *extra: str, config: str = "folder_finetune"
+) -> list[dict[str, str]]:
     runs = tmp_path / "runs"
-    # The checkpoint's own stage config and no data folder: the classes come from the checkpoint.
+    # By default the checkpoint's own stage config and no data folder: the classes come from the checkpoint.
     run_cli(
         "predict",
-        "--config=configs/folder_finetune.yaml",
+        f"--config=configs/{config}.yaml",
         f"--ckpt_path={checkpoint}",
         f"--data.predict_path={target}",
         f"--trainer.default_root_dir={runs}",
@@ -90,25 +92,13 @@ def test_predict_a_folder_of_image_files(tmp_path: Path, folder_stage: dict, cap
 
 @pytest.mark.hparams_outside_cli  # evaluation.prepare() rebuilds the module from its hyperparameters, in Python
 def test_predict_files_with_a_config_of_other_classes_uses_the_checkpoints_head(
-    tmp_path: Path, folder_stage: dict, monkeypatch
+    tmp_path: Path, folder_stage: dict, said: list[str]
 ) -> None:
     # configs/pretrain.yaml names five digits; the checkpoint's head has three classes. Files need no dataset, so
     # the network takes the checkpoint's width and its class names, and the first line says so.
     scans = tmp_path / "scans"
     make_files(scans)
-    runs = tmp_path / "runs"
-    said: list[str] = []  # what the run prints about it (Lightning's rank_zero_info, shown on the console)
-    monkeypatch.setattr("lit_transfer.command_line.evaluation.rank_zero_info", said.append)
-    run_cli(
-        "predict",
-        "--config=configs/pretrain.yaml",
-        f"--ckpt_path={folder_stage['checkpoint']}",
-        f"--data.predict_path={scans / 'b'}",
-        f"--trainer.default_root_dir={runs}",
-        "--trainer.enable_progress_bar=false",
-    )
-    with open(only_run(runs / "predict") / "predictions.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = predict(tmp_path, folder_stage["checkpoint"], str(scans / "b"), config="pretrain")
     assert [Path(r["file"]).name for r in rows] == ["drawing.png", "scan.bmp", "scan.gif", "scan.jpg"]
     probabilities = by_hand(folder_stage["checkpoint"], [r["file"] for r in rows])
     assert [r["predicted"] for r in rows] == [NAMES[i] for i in probabilities.argmax(1).tolist()]
