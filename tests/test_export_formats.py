@@ -113,25 +113,6 @@ def test_export_never_replaces_a_file(folder_stage: dict, tmp_path: Path, capsys
     assert existing.read_bytes() == b"precious" and sorted(tmp_path.iterdir()) == [existing]
 
 
-def test_safetensors_never_replaces_the_json_beside_it(folder_stage: dict, tmp_path: Path) -> None:
-    (tmp_path / "model.json").write_text("precious")
-    with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "--ckpt_path",
-                str(folder_stage["checkpoint"]),
-                "--format",
-                "safetensors",
-                "--output",
-                str(tmp_path / "model.safetensors"),
-            ]
-        )
-    assert f"{tmp_path / 'model.json'} already exists: pass another --output" in exit_info.value.code
-    assert [p.name for p in tmp_path.iterdir()] == ["model.json"] and (
-        tmp_path / "model.json"
-    ).read_text() == "precious"
-
-
 def test_export_help_names_every_format_and_torchscripts_deprecation(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -196,19 +177,24 @@ def test_a_checkpoint_without_class_names_exports_column_numbers(folder_stage: d
     assert json.loads((tmp_path / "nameless.json").read_text())["classes"] == ["0", "1", "2"]
 
 
-def test_safetensors_json_appearing_meanwhile_is_kept_and_named(
-    folder_stage: dict, tmp_path: Path, monkeypatch
+@pytest.mark.parametrize("when", ["before", "meanwhile"])
+def test_safetensors_never_replaces_the_json_beside_it(
+    when: str, folder_stage: dict, tmp_path: Path, monkeypatch
 ) -> None:
-    # Another process writes model.json after export checked the name and before it links its own: export removes
-    # the model.safetensors it had already linked, keeps the other's file, and names it.
+    # The model.json there before the export, or written by another process after export checked the name and
+    # before it links its own: export removes the model.safetensors it may have linked, keeps the other file, and
+    # names it.
     from lit_transfer.export import formats
 
     def architecture_then_a_rival(model: torch.nn.Module) -> dict:
         (tmp_path / "model.json").write_text("precious")
         return real_architecture(model)
 
-    real_architecture = formats.architecture
-    monkeypatch.setattr(formats, "architecture", architecture_then_a_rival)
+    if when == "before":
+        (tmp_path / "model.json").write_text("precious")
+    else:
+        real_architecture = formats.architecture
+        monkeypatch.setattr(formats, "architecture", architecture_then_a_rival)
     with pytest.raises(SystemExit) as exit_info:
         main(
             [
